@@ -1,0 +1,1 @@
+"""Upstream workarounds; filled in by the foundation work."""
