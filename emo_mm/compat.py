@@ -1,1 +1,126 @@
-"""Upstream workarounds; filled in by the foundation work."""
+"""Compatibility layer for today's stack, active as soon as ``emo_mm`` is imported.
+
+Nothing here edits installed files; each fix is applied at run time and is the smallest one that works:
+
+1. torch >= 2.6 loads checkpoints with ``weights_only=True`` and mmengine 0.10.7 never says otherwise,
+   so ``--resume``, ``load_from`` and ``tools/test.py`` refuse the checkpoints mmengine itself wrote
+   (open-mmlab/mmengine#1655). We allow exactly the globals such checkpoints contain. ``builtins.getattr``
+   is among them (numpy 2 pickles dtype classes through it) and would open a door to arbitrary code, so it
+   is replaced by a getattr that only resolves numpy dtype classes.
+2. Local checkpoint reads go through :func:`load_local_checkpoint`, which names the file in its errors
+   (a truncated download otherwise reports "failed finding central directory" and nothing else) and
+   explains a refused pickle instead of suggesting ``weights_only=False``.
+3. mmdet 3.3.0's ``SSDHead`` never builds ``loss_cls`` but its prediction code reads it
+   (open-mmlab/mmdetection#11780): SSD validation, test and inference crash. SSD scores with a softmax
+   over num_classes + 1, which is what the code does when ``loss_cls`` has no ``custom_cls_channels``,
+   so ``SSDHead.loss_cls = None`` restores the intended behaviour. Applied when mmdet's ssd_head module
+   is imported (or at once if it already is), so importing emo_mm does not import mmdet.
+
+(mmseg's ``EncoderDecoder`` pushing ``model.pretrained`` into the backbone is handled by the backbones,
+which accept ``pretrained`` like mmseg's own.)
+"""
+import importlib.abc
+import importlib.util
+import os.path as osp
+import pickle
+import sys
+import zipfile
+
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 1. torch.load allow-list
+def _numpy_dtype_getattr(obj, name):
+    """``getattr`` restricted to what numpy 2 pickles need: a dtype class from the numpy.dtypes module."""
+    if getattr(obj, '__name__', None) == 'numpy.dtypes' and not name.startswith('_'):
+        value = getattr(obj, name)
+        if isinstance(value, type) and issubclass(value, np.dtype):
+            return value
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({getattr(obj, "__name__", type(obj).__name__)!r}, {name!r}); '
+        'emo_mm only allows numpy dtype classes here, anything else could run code')
+
+
+MMENGINE_CHECKPOINT_GLOBALS = [
+    HistoryBuffer,
+    np.ndarray,
+    np.dtype,
+    np._core.multiarray._reconstruct,
+    np._core.multiarray.scalar,
+    np.dtypes,
+    (_numpy_dtype_getattr, 'builtins.getattr'),
+] + [cls for cls in vars(np.dtypes).values() if isinstance(cls, type) and issubclass(cls, np.dtype)]
+
+torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2. local checkpoint loading with errors that name the file
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be used; the message names the file and the reason."""
+
+
+def load_local_checkpoint(filename, map_location=None):
+    """``torch.load(filename, weights_only=True)`` with clear errors for missing, truncated or unsafe files."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint file not found: {filename}')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f'refusing to load {filename}: it contains objects outside the allow-list for checkpoints '
+            f'(torch weights_only=True plus what mmengine itself writes). Loading it would run code from '
+            f'the file. Details: {str(err).splitlines()[0]}') from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        size = osp.getsize(filename)
+        raise CheckpointError(
+            f'cannot read checkpoint {filename} ({size} bytes): the file is truncated or not a PyTorch '
+            f'checkpoint ({str(err).splitlines()[0]}). Re-download or re-save it.') from err
+
+
+# Longer prefixes win in mmengine's lookup, so http://, s3:// etc. keep their own loaders.
+CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. mmdet SSDHead.loss_cls
+_SSD_MODULE = 'mmdet.models.dense_heads.ssd_head'
+
+
+def _fix_ssd_head(module):
+    if not hasattr(module.SSDHead, 'loss_cls'):
+        module.SSDHead.loss_cls = None
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``callback(module)`` right after ``name`` is first imported."""
+
+    def __init__(self, name, callback):
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module, callback = spec.loader.exec_module, self.callback
+
+        def exec_then_fix(module):
+            exec_module(module)
+            callback(module)
+
+        spec.loader.exec_module = exec_then_fix
+        return spec
+
+
+if _SSD_MODULE in sys.modules:
+    _fix_ssd_head(sys.modules[_SSD_MODULE])
+else:
+    sys.meta_path.insert(0, _AfterImport(_SSD_MODULE, _fix_ssd_head))

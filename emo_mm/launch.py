@@ -1,0 +1,65 @@
+"""Config handling shared by ``tools/train.py`` and ``tools/test.py``.
+
+Both tools take any mmdet / mmseg / mmpretrain config (ours or a user's, ``mmdet::`` paths included) and
+behave like the codebase's own tools; this module holds the common flags and the config preparation.
+"""
+import os
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import Config, DictAction
+
+from .codebase import codebase_of
+from .mini import MINI_ROOT, apply_mini
+from .preflight import PreflightError, check
+
+MINI_HINT = ('To try this config on the embedded mini datasets instead:\n'
+             '  python tools/make_mini_data.py && python {tool} {config} --mini')
+
+
+def add_common_args(parser):
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config values, key=value (applied after --mini)')
+    parser.add_argument('--mini', action='store_true',
+                        help=f'run on the embedded mini datasets under {MINI_ROOT}/ with a short schedule '
+                             '(model and pipeline unchanged)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def prepare_config(args, tool, loaders):
+    """Load ``args.config`` and apply --mini, --cfg-options, --work-dir, launcher; run the preflight checks.
+
+    Returns ``(cfg, codebase)``. Exits with a readable message (no traceback) if inputs are missing.
+    """
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    if not osp.isfile(args.config) and '::' not in args.config:
+        sys.exit(f'config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    codebase = codebase_of(cfg)
+    if args.mini:
+        apply_mini(cfg, codebase)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.launcher != 'none' and not torch.cuda.is_available():
+        # default_runtime asks for nccl, which needs GPUs; gloo runs the same job on CPUs.
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        name = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
+        cfg.work_dir = osp.join('work_dirs', name + ('_mini' if args.mini else ''))
+    try:
+        check(cfg, loaders, None if args.mini else MINI_HINT.format(tool=tool, config=args.config))
+    except PreflightError as err:
+        sys.exit(str(err))
+    return cfg, codebase
+
+
+def build_runner(cfg):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

@@ -1,0 +1,26 @@
+"""Shared fixtures: the repo root as working directory and the generated mini datasets."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tool(*args, timeout=900, check=True):
+    """Run ``python tools/<args>`` from the repo root as a user would; returns the CompletedProcess."""
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{" ".join(map(str, args))} exited {proc.returncode}\n'
+                             f'--- stdout (tail)\n{proc.stdout[-4000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}')
+    return proc
+
+
+@pytest.fixture(scope='session')
+def mini_data():
+    """data/mini/{coco,ade,imagenet}, generated once (the generator skips complete sets)."""
+    run_tool('tools/make_mini_data.py', timeout=300)
+    return ROOT / 'data' / 'mini'

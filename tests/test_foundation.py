@@ -1,0 +1,208 @@
+"""Issue 2: registry, compatibility layer, mini override, preflight, and the stock-config round trips."""
+import os
+import pickle
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from mmengine.config import Config
+
+import emo_mm  # noqa: F401
+from emo_mm.compat import CheckpointError, load_local_checkpoint
+from emo_mm.mini import apply_mini, to_mini_path
+from emo_mm.preflight import PreflightError, check
+
+from .conftest import ROOT, run_tool
+
+
+def _python(code, **kw):
+    """Run ``code`` in a fresh interpreter (nothing of emo_mm imported beforehand)."""
+    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+# ------------------------------------------------------------------------------------------------ registry
+@pytest.mark.parametrize('codebase', ['mmdet', 'mmseg', 'mmpretrain'])
+def test_scoped_name_resolves_from_stock_registry_without_import(codebase):
+    proc = _python(f'''
+        import sys
+        from {codebase}.registry import MODELS
+        assert 'emo_mm' not in sys.modules
+        cls = MODELS.get('emo_mm.EMO')
+        print(cls.__module__, cls.__name__)
+    ''')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['emo_mm.models.backbones.emo', 'EMO']
+
+
+@pytest.mark.parametrize('codebase', ['mmdet', 'mmseg', 'mmpretrain'])
+def test_bare_name_resolves_with_custom_imports(codebase, tmp_path):
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text("custom_imports = dict(imports=['emo_mm'], allow_failed_imports=False)\n"
+                        "backbone = dict(type='EMOv2', arch='1m', out_indices=(2, 4))\n")
+    proc = _python(f'''
+        from mmengine.config import Config
+        from {codebase}.registry import MODELS
+        cfg = Config.fromfile({str(cfg_file)!r})
+        model = MODELS.build(cfg.backbone)
+        print(type(model).__name__, model.out_indices)
+    ''')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == 'EMOv2'
+
+
+# ------------------------------------------------------------------------------------- checkpoint loading
+class _RunsCode:
+    """Pickles to ``os.system(cmd)``: the classic malicious checkpoint."""
+
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return os.system, (self.cmd,)
+
+
+class _GetattrGadget:
+    """Pickles to ``getattr(HistoryBuffer.__init__, '__globals__')``: allowed globals, dangerous attribute."""
+
+    def __reduce__(self):
+        from mmengine.logging.history_buffer import HistoryBuffer
+        return getattr, (HistoryBuffer.__init__, '__globals__')
+
+
+@pytest.mark.parametrize('payload', ['system', 'getattr'])
+def test_malicious_checkpoint_is_refused(tmp_path, payload):
+    marker = tmp_path / 'pwned'
+    obj = _RunsCode(f'touch {marker}') if payload == 'system' else _GetattrGadget()
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'meta': obj}, path)
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        load_local_checkpoint(str(path))
+    assert not marker.exists()
+    # the stock entry point that resume / load_from / tools/test.py use goes through the same loader
+    from mmengine.runner.checkpoint import _load_checkpoint
+    with pytest.raises(CheckpointError, match='refusing to load'):
+        _load_checkpoint(str(path))
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_error_names_file(tmp_path):
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': torch.randn(64, 64)}}, good)
+    bad = tmp_path / 'truncated.pth'
+    bad.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    with pytest.raises(CheckpointError, match=re.escape(str(bad))) as err:
+        load_local_checkpoint(str(bad))
+    assert 'truncated' in str(err.value)
+    assert torch.equal(load_local_checkpoint(str(good))['state_dict']['w'],
+                       torch.load(good, weights_only=True)['state_dict']['w'])
+
+
+def test_numpy_getattr_allows_only_dtype_classes():
+    import numpy as np
+    from emo_mm.compat import _numpy_dtype_getattr
+    assert _numpy_dtype_getattr(np.dtypes, 'Float64DType') is np.dtypes.Float64DType
+    for obj, name in [(np, 'load'), (np.dtypes, '__loader__'), (os, 'system')]:
+        with pytest.raises(pickle.UnpicklingError):
+            _numpy_dtype_getattr(obj, name)
+
+
+def test_ssd_head_has_loss_cls_after_import():
+    proc = _python('''
+        import emo_mm
+        from mmdet.models.dense_heads import SSDHead
+        print(hasattr(SSDHead, 'loss_cls'), SSDHead.loss_cls)
+    ''')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['True', 'None']
+
+
+# ------------------------------------------------------------------------------- mini override / preflight
+def test_to_mini_path():
+    assert to_mini_path('data/coco/') == 'data/mini/coco/'
+    assert to_mini_path('data/coco/annotations/instances_val2017.json') == \
+        'data/mini/coco/annotations/instances_val2017.json'
+    assert to_mini_path('data/ade/ADEChallengeData2016') == 'data/mini/ade/ADEChallengeData2016'
+    assert to_mini_path('data/imagenet') == 'data/mini/imagenet'
+    assert to_mini_path('data/cocoa/x') == 'data/cocoa/x'
+    assert to_mini_path('/abs/data/coco/') == '/abs/data/coco/'
+
+
+def test_apply_mini_keeps_model_and_pipeline():
+    cfg = Config.fromfile('mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py')
+    before = cfg.copy()
+    apply_mini(cfg, 'mmdet')
+    assert cfg.model == before.model
+    assert cfg.train_dataloader.dataset.dataset.pipeline == before.train_dataloader.dataset.dataset.pipeline
+    assert cfg.train_dataloader.dataset.dataset.data_root == 'data/mini/coco/'
+    assert cfg.val_evaluator.ann_file == 'data/mini/coco/annotations/instances_val2017.json'
+    assert cfg.train_cfg.max_epochs == 2 and cfg.train_dataloader.dataset.times == 1
+    # the cosine schedule still ends with training
+    assert max(s['end'] for s in cfg.param_scheduler) == 2
+
+
+def test_preflight_names_missing_dataset(tmp_path):
+    cfg = Config.fromfile('mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py')
+    cfg.train_dataloader.dataset.dataset.data_root = str(tmp_path / 'nowhere') + '/'
+    with pytest.raises(PreflightError) as err:
+        check(cfg, ('train_dataloader',))
+    assert 'COCO2017 not found' in str(err.value) and str(tmp_path / 'nowhere') in str(err.value)
+
+
+def test_train_without_dataset_stops_with_message(tmp_path):
+    cfg = tmp_path / 'user_cfg.py'
+    cfg.write_text("_base_ = 'mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py'\n"
+                   f"data_root = '{tmp_path}/coco/'\n"
+                   "train_dataloader = dict(dataset=dict(dataset=dict(data_root=data_root)))\n")
+    proc = run_tool('tools/train.py', cfg, '--work-dir', tmp_path / 'wd', check=False, timeout=120)
+    assert proc.returncode == 1
+    assert f'COCO2017 not found: missing {tmp_path}/coco/' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert 'tools/make_mini_data.py' in proc.stderr and '--mini' in proc.stderr
+    assert not (tmp_path / 'wd').exists()
+
+
+# ------------------------------------------------------------------------- stock configs: train/test/resume
+STOCK = {
+    # codebase: (config, options limiting the run, metric regex printed by tools/test.py)
+    'mmdet': ('mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
+              ['train_dataloader.dataset.dataset.indices=16', 'val_dataloader.dataset.indices=8',
+               'test_dataloader.dataset.indices=8'],
+              r'coco/bbox_mAP: (-?[\d.]+)'),
+    'mmseg': ('mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py',
+              ['train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+               'train_dataloader.batch_size=2', 'val_dataloader.dataset.indices=4',
+               'test_dataloader.dataset.indices=4'],
+              r'mIoU: ([\d.]+)'),
+    'mmpretrain': ('mmpretrain::mobilenet_v2/mobilenet-v2_8xb32_in1k.py',
+                   ['train_dataloader.dataset.indices=32', 'val_dataloader.dataset.indices=16',
+                    'test_dataloader.dataset.indices=16'],
+                   r'accuracy/top1: ([\d.]+)'),
+}
+
+
+@pytest.mark.parametrize('codebase', list(STOCK))
+def test_stock_config_train_test_resume(codebase, mini_data, tmp_path):
+    config, options, metric = STOCK[codebase]
+    work = tmp_path / 'work'
+    first = ['train_cfg.max_epochs=1'] if codebase != 'mmseg' else []
+    run_tool('tools/train.py', config, '--mini', '--work-dir', work, '--cfg-options', *options, *first)
+    ckpt = work / ('iter_2.pth' if codebase == 'mmseg' else 'epoch_1.pth')
+    assert ckpt.is_file()
+
+    test = run_tool('tools/test.py', config, ckpt, '--mini', '--work-dir', work, '--cfg-options', *options)
+    assert re.search(metric, test.stdout + test.stderr), (test.stdout + test.stderr)[-3000:]
+
+    more = ['train_cfg.max_iters=4', 'train_cfg.val_interval=4'] if codebase == 'mmseg' \
+        else ['train_cfg.max_epochs=2']
+    resumed = run_tool('tools/train.py', config, '--mini', '--work-dir', work, '--resume', ckpt,
+                       '--cfg-options', *options, *more)
+    log = resumed.stdout + resumed.stderr
+    assert re.search(r'resumed (epoch|iter): (1|2)', log), log[-3000:]
+    assert (work / ('iter_4.pth' if codebase == 'mmseg' else 'epoch_2.pth')).is_file()
+    # a checkpoint that mmengine wrote (message hub, numpy history buffers) loads under weights_only
+    state = load_local_checkpoint(str(ckpt))
+    assert 'message_hub' in state and 'optimizer' in state

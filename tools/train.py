@@ -1,0 +1,43 @@
+"""Train any mmdet / mmseg / mmpretrain config (ours or a user's) with emo_mm available.
+
+    python tools/train.py configs/det/ssdlite_emo_5m.py
+    python tools/train.py configs/det/ssdlite_emo_1m.py --mini          # embedded mini COCO
+    python tools/train.py CONFIG --resume [CKPT] --amp --cfg-options k=v
+"""
+import argparse
+
+import emo_mm  # noqa: F401  (registers models, activates the compatibility layer)
+from emo_mm.launch import add_common_args, build_runner, prepare_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a detector, segmentor or classifier')
+    parser.add_argument('config', help='config file (also mmdet::/mmseg::/mmpretrain:: paths)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from CKPT, or from the latest checkpoint in the work dir if no path')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the LR by (total batch / auto_scale_lr.base_batch_size)')
+    add_common_args(parser)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    cfg, _ = prepare_config(args, 'tools/train.py', ('train_dataloader', 'val_dataloader'))
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
