@@ -5,8 +5,8 @@ Nothing here edits installed files; each fix is applied at run time and is the s
 1. torch >= 2.6 loads checkpoints with ``weights_only=True`` and mmengine 0.10.7 never says otherwise,
    so ``--resume``, ``load_from`` and ``tools/test.py`` refuse the checkpoints mmengine itself wrote
    (open-mmlab/mmengine#1655). We allow exactly the globals such checkpoints contain. ``builtins.getattr``
-   is among them (numpy 2 pickles dtype classes through it) and would open a door to arbitrary code, so it
-   is replaced by a getattr that only resolves numpy dtype classes.
+   is among them (HistoryBuffer pickles bound methods through it) and would open a door to arbitrary code,
+   so it is replaced by a getattr that only resolves a HistoryBuffer's statistics methods.
 2. Local checkpoint reads go through :func:`load_local_checkpoint`, which names the file in its errors
    (a truncated download otherwise reports "failed finding central directory" and nothing else) and
    explains a refused pickle instead of suggesting ``weights_only=False``.
@@ -34,15 +34,18 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 # ----------------------------------------------------------------------------------------------------------
 # 1. torch.load allow-list
-def _numpy_dtype_getattr(obj, name):
-    """``getattr`` restricted to what numpy 2 pickles need: a dtype class from the numpy.dtypes module."""
-    if getattr(obj, '__name__', None) == 'numpy.dtypes' and not name.startswith('_'):
-        value = getattr(obj, name)
-        if isinstance(value, type) and issubclass(value, np.dtype):
-            return value
+def _history_buffer_getattr(obj, name):
+    """``getattr`` restricted to what mmengine pickles: a HistoryBuffer's registered statistics methods.
+
+    ``HistoryBuffer.__getstate__`` stores its statistics as bound methods, which pickle as
+    ``getattr(buffer, 'mean')``. A general getattr would let a crafted file walk from any allowed object to
+    ``__globals__`` and ``eval``.
+    """
+    if isinstance(obj, HistoryBuffer) and name in HistoryBuffer._statistics_methods:
+        return getattr(obj, name)
     raise pickle.UnpicklingError(
-        f'checkpoint asks for getattr({getattr(obj, "__name__", type(obj).__name__)!r}, {name!r}); '
-        'emo_mm only allows numpy dtype classes here, anything else could run code')
+        f'checkpoint asks for getattr({type(obj).__name__}, {name!r}); only the statistics methods of '
+        'mmengine HistoryBuffer are allowed, anything else could run code')
 
 
 MMENGINE_CHECKPOINT_GLOBALS = [
@@ -51,8 +54,7 @@ MMENGINE_CHECKPOINT_GLOBALS = [
     np.dtype,
     np._core.multiarray._reconstruct,
     np._core.multiarray.scalar,
-    np.dtypes,
-    (_numpy_dtype_getattr, 'builtins.getattr'),
+    (_history_buffer_getattr, 'builtins.getattr'),
 ] + [cls for cls in vars(np.dtypes).values() if isinstance(cls, type) and issubclass(cls, np.dtype)]
 
 torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
@@ -76,7 +78,7 @@ def load_local_checkpoint(filename, map_location=None):
             f'refusing to load {filename}: it contains objects outside the allow-list for checkpoints '
             f'(torch weights_only=True plus what mmengine itself writes). Loading it would run code from '
             f'the file. Details: {str(err).splitlines()[0]}') from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
         size = osp.getsize(filename)
         raise CheckpointError(
             f'cannot read checkpoint {filename} ({size} bytes): the file is truncated or not a PyTorch '

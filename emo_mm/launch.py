@@ -3,6 +3,7 @@
 Both tools take any mmdet / mmseg / mmpretrain config (ours or a user's, ``mmdet::`` paths included) and
 behave like the codebase's own tools; this module holds the common flags and the config preparation.
 """
+import importlib
 import os
 import os.path as osp
 import sys
@@ -29,15 +30,25 @@ def add_common_args(parser):
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def resolve_config_path(path):
+    """``mmdet::ssd/x.py`` -> the file shipped inside the installed mmdet package (like ``_base_`` does)."""
+    if '::' not in path:
+        return path
+    package, relative = path.split('::', 1)
+    module = importlib.import_module(package)
+    return osp.join(osp.dirname(module.__file__), '.mim', 'configs', relative)
+
+
 def prepare_config(args, tool, loaders):
     """Load ``args.config`` and apply --mini, --cfg-options, --work-dir, launcher; run the preflight checks.
 
     Returns ``(cfg, codebase)``. Exits with a readable message (no traceback) if inputs are missing.
     """
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    if not osp.isfile(args.config) and '::' not in args.config:
+    path = resolve_config_path(args.config)
+    if not osp.isfile(path):
         sys.exit(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
+    cfg = Config.fromfile(path)
     codebase = codebase_of(cfg)
     if args.mini:
         apply_mini(cfg, codebase)

@@ -12,10 +12,14 @@ from mmengine.config import Config
 
 import emo_mm  # noqa: F401
 from emo_mm.compat import CheckpointError, load_local_checkpoint
+from emo_mm.launch import resolve_config_path
 from emo_mm.mini import apply_mini, to_mini_path
 from emo_mm.preflight import PreflightError, check
 
 from .conftest import ROOT, run_tool
+
+
+SSD_STOCK = 'mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py'
 
 
 def _python(code, **kw):
@@ -101,13 +105,14 @@ def test_truncated_checkpoint_error_names_file(tmp_path):
                        torch.load(good, weights_only=True)['state_dict']['w'])
 
 
-def test_numpy_getattr_allows_only_dtype_classes():
-    import numpy as np
-    from emo_mm.compat import _numpy_dtype_getattr
-    assert _numpy_dtype_getattr(np.dtypes, 'Float64DType') is np.dtypes.Float64DType
-    for obj, name in [(np, 'load'), (np.dtypes, '__loader__'), (os, 'system')]:
+def test_restricted_getattr_allows_only_history_buffer_statistics():
+    from mmengine.logging.history_buffer import HistoryBuffer
+    from emo_mm.compat import _history_buffer_getattr
+    buffer = HistoryBuffer([1.0, 3.0], [1, 1])
+    assert _history_buffer_getattr(buffer, 'mean')() == 2.0
+    for obj, name in [(buffer, '__init__'), (buffer, '__class__'), (HistoryBuffer, 'mean'), (os, 'system')]:
         with pytest.raises(pickle.UnpicklingError):
-            _numpy_dtype_getattr(obj, name)
+            _history_buffer_getattr(obj, name)
 
 
 def test_ssd_head_has_loss_cls_after_import():
@@ -132,7 +137,7 @@ def test_to_mini_path():
 
 
 def test_apply_mini_keeps_model_and_pipeline():
-    cfg = Config.fromfile('mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py')
+    cfg = Config.fromfile(resolve_config_path(SSD_STOCK))
     before = cfg.copy()
     apply_mini(cfg, 'mmdet')
     assert cfg.model == before.model
@@ -140,12 +145,15 @@ def test_apply_mini_keeps_model_and_pipeline():
     assert cfg.train_dataloader.dataset.dataset.data_root == 'data/mini/coco/'
     assert cfg.val_evaluator.ann_file == 'data/mini/coco/annotations/instances_val2017.json'
     assert cfg.train_cfg.max_epochs == 2 and cfg.train_dataloader.dataset.times == 1
-    # the cosine schedule still ends with training
-    assert max(s['end'] for s in cfg.param_scheduler) == 2
+    # schedulers keep their shape: the epoch-based cosine ends with training, the 500-iteration
+    # warm-up of a 120-epoch run stays the same fraction (2/120) of the run
+    warmup, cosine = cfg.param_scheduler
+    assert (cosine.begin, cosine.end, cosine.T_max) == (0, 2, 2)
+    assert (warmup.by_epoch, warmup.end) == (False, round(500 * 2 / 120))
 
 
 def test_preflight_names_missing_dataset(tmp_path):
-    cfg = Config.fromfile('mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py')
+    cfg = Config.fromfile(resolve_config_path(SSD_STOCK))
     cfg.train_dataloader.dataset.dataset.data_root = str(tmp_path / 'nowhere') + '/'
     with pytest.raises(PreflightError) as err:
         check(cfg, ('train_dataloader',))

@@ -30,7 +30,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   step "creating virtualenv $VENV"
   "$PY" -m venv "$VENV" || fail "create virtualenv ($PY -m venv $VENV)"
 fi
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+PIP=(pip_quiet install -q)
+# This machine's pip config lists local indexes that do not exist for most packages; pip warns once per
+# package. Hide only that line so real warnings and errors stay visible.
+pip_quiet() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 
 step "installing $TORCH_SPEC and build tools"
 # shellcheck disable=SC2086
@@ -46,15 +49,15 @@ if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
   step "and PyPI only ships mmcv $MMCV_VERSION as source. The wheel is cached in $wheel_dir."
   build=$(mktemp -d)
   trap 'rm -rf "$build"' EXIT
-  "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
+  pip_quiet download -q --no-deps --no-binary :all: --no-build-isolation \
       "mmcv==$MMCV_VERSION" -d "$build" || fail "download mmcv $MMCV_VERSION sdist"
   tar -xzf "$build"/mmcv-*.tar.gz -C "$build" || fail "unpack mmcv sdist"
   src=$(ls -d "$build"/mmcv-$MMCV_VERSION)
   # torch >= 2.14 headers refuse anything older than C++20; mmcv hard-codes c++17 (local copy only).
   cxx=$("$VENV/bin/python" -c 'import torch; v=tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); print("c++20" if v >= (2, 14) else "c++17")')
   sed -i "s/-std=c++17/-std=$cxx/g" "$src/setup.py"
-  (cd "$src" && MAX_JOBS=$jobs MMCV_WITH_OPS=1 "$OLDPWD/$VENV/bin/python" -m pip wheel -q --no-deps \
-      --no-build-isolation . -w "$build/dist") || fail "compile mmcv $MMCV_VERSION (log above)"
+  (MAX_JOBS=$jobs MMCV_WITH_OPS=1 pip_quiet wheel -q --no-deps \
+      --no-build-isolation "$src" -w "$build/dist") || fail "compile mmcv $MMCV_VERSION (log above)"
   mkdir -p "$wheel_dir"
   cp "$build"/dist/mmcv-*.whl "$wheel_dir/" || fail "cache mmcv wheel"
 fi

@@ -1,0 +1,383 @@
+"""Building blocks shared by the EMO (v1) and EMOv2 backbones.
+
+Every module keeps the submodule names of the official code (``conv``/``norm``/``act``, ``qk``, ``v``,
+``se.conv_reduce``...), so official state_dicts load without renaming. Numerics follow the official
+implementation exactly (the EMO reference specification, sections 1-2): BN and LN eps 1e-6, exact erf GELU, zero padding
+to the window without attention mask, strided ("remote") and contiguous ("close") window partitions.
+
+Deploy support: every module that can fold something exposes ``switch_to_deploy()`` for its own direct
+parts (the backbone walks all modules); the window attention can run through
+:func:`torch.nn.functional.scaled_dot_product_attention`.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    'DropPath', 'LayerNorm2d', 'ConvNormAct', 'SqueezeExcite', 'LayerScale2d', 'build_norm', 'build_act',
+    'fold_bn_into_conv', 'fold_affine_into_next_conv', 'bn_affine', 'window_partition', 'window_reverse',
+    'ew_mhsa', 'EMOBackboneBase',
+]
+
+EPS = 1e-6  # official eps for both BatchNorm2d and LayerNorm2d
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of an NCHW map (official layout: the LayerNorm lives in ``.norm``)."""
+
+    def __init__(self, num_channels, eps=EPS):
+        super().__init__()
+        self.norm = nn.LayerNorm(num_channels, eps=eps)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def build_norm(name, num_channels):
+    """``'bn_2d'`` -> BatchNorm2d(eps=1e-6), ``'ln_2d'`` -> LayerNorm2d(eps=1e-6), ``'none'`` -> Identity."""
+    if name == 'bn_2d':
+        return nn.BatchNorm2d(num_channels, eps=EPS)
+    if name == 'ln_2d':
+        return LayerNorm2d(num_channels, eps=EPS)
+    if name == 'none':
+        return nn.Identity()
+    raise ValueError(f"unknown norm '{name}' (expected 'bn_2d', 'ln_2d' or 'none')")
+
+
+_ACTS = {'silu': nn.SiLU, 'gelu': nn.GELU, 'relu': nn.ReLU, 'none': nn.Identity}
+
+
+def build_act(name):
+    """``'silu'``, ``'gelu'`` (exact erf form, like timm's GELU), ``'relu'`` or ``'none'``."""
+    if name not in _ACTS:
+        raise ValueError(f"unknown activation '{name}' (expected one of {sorted(_ACTS)})")
+    return _ACTS[name]()
+
+
+def bn_affine(bn):
+    """Per-channel ``(scale, shift)`` such that ``bn(x) == x * scale + shift`` in eval mode."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+@torch.no_grad()
+def fold_bn_into_conv(conv, bn):
+    """Return a Conv2d with bias equal to ``bn(conv(x))`` (eval-mode statistics)."""
+    scale, shift = bn_affine(bn)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    fused = fused.to(conv.weight.device, conv.weight.dtype)
+    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
+    fused.bias.copy_(bias * scale + shift)
+    return fused
+
+
+@torch.no_grad()
+def fold_affine_into_next_conv(scale, shift, conv):
+    """Return a Conv2d equal to ``conv(x * scale + shift)`` for a 1x1, unpadded, ungrouped ``conv``."""
+    assert conv.kernel_size == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, bias=True)
+    fused = fused.to(conv.weight.device, conv.weight.dtype)
+    weight = conv.weight[:, :, 0, 0]
+    fused.weight.copy_((weight * scale.reshape(1, -1))[:, :, None, None])
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=weight.device)
+    fused.bias.copy_(bias + weight @ shift)
+    return fused
+
+
+class ConvNormAct(nn.Module):
+    """Conv2d -> norm -> act with the official padding ``ceil(((k - 1) * dilation + 1 - stride) / 2)``.
+
+    (EMO v1 writes ``ceil((k - stride) / 2)``; both agree for dilation 1, the only value EMO uses.)
+    """
+
+    def __init__(self, dim_in, dim_out, kernel_size, stride=1, dilation=1, groups=1, bias=False,
+                 norm='none', act='none'):
+        super().__init__()
+        padding = math.ceil(((kernel_size - 1) * dilation + 1 - stride) / 2)
+        self.conv = nn.Conv2d(dim_in, dim_out, kernel_size, stride, padding, dilation, groups, bias=bias)
+        self.norm = build_norm(norm, dim_out)
+        self.act = build_act(act)
+
+    def forward(self, x):
+        return self.act(self.norm(self.conv(x)))
+
+    def switch_to_deploy(self):
+        """Fold a BatchNorm into the conv (no-op for other norms, idempotent)."""
+        if isinstance(self.norm, nn.BatchNorm2d):
+            self.conv = fold_bn_into_conv(self.conv, self.norm)
+            self.norm = nn.Identity()
+
+
+class SqueezeExcite(nn.Module):
+    """timm's ``SqueezeExcite`` as used by EMO v1's stem (names ``conv_reduce``/``conv_expand``)."""
+
+    def __init__(self, dim, rd_ratio=1.0, act='silu'):
+        super().__init__()
+        rd_dim = round(dim * rd_ratio)
+        self.conv_reduce = nn.Conv2d(dim, rd_dim, 1, bias=True)
+        self.act1 = build_act(act)
+        self.conv_expand = nn.Conv2d(rd_dim, dim, 1, bias=True)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        s = self.conv_expand(self.act1(self.conv_reduce(s)))
+        return x * s.sigmoid()
+
+
+class LayerScale2d(nn.Module):
+    """Per-channel scale ``gamma`` of shape (1, C, 1, 1) (EMOv2 ``ls``)."""
+
+    def __init__(self, dim, init_value=1e-6):
+        super().__init__()
+        self.gamma = nn.Parameter(init_value * torch.ones(1, dim, 1, 1))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+# --------------------------------------------------------------------------------------------------
+# Window attention (EW-MHSA)
+#
+# A map of padded size (H, W) = (wh * n1, ww * n2) is cut into n1 * n2 windows of wh * ww tokens:
+#   'remote' (EMO v1 and EMOv2 EW_MHSA_Remote): b c (h1 n1) (w1 n2) -> (b n1 n2) c h1 w1
+#            (a window holds tokens spaced n1 / n2 pixels apart across the whole map)
+#   'close'  (EMOv2 EW_MHSA_Close):             b c (n1 h1) (n2 w1) -> (b n1 n2) c h1 w1
+#            (contiguous ws x ws windows)
+# Channels are split as (chunks, heads, dim_head), the official '(qk heads dim_head)' order.
+
+def window_partition(x, window, num_heads, mode, chunks=1):
+    """(B, chunks*heads*d, H, W) -> (chunks, B*n1*n2, heads, wh*ww, d) with one reshape+permute."""
+    B, C, H, W = x.shape
+    wh, ww = window
+    n1, n2 = H // wh, W // ww
+    d = C // (chunks * num_heads)
+    if mode == 'remote':
+        x = x.reshape(B, chunks, num_heads, d, wh, n1, ww, n2).permute(1, 0, 5, 7, 2, 4, 6, 3)
+    elif mode == 'close':
+        x = x.reshape(B, chunks, num_heads, d, n1, wh, n2, ww).permute(1, 0, 4, 6, 2, 5, 7, 3)
+    else:
+        raise ValueError(f"unknown window partition '{mode}' (expected 'remote' or 'close')")
+    return x.reshape(chunks, B * n1 * n2, num_heads, wh * ww, d)
+
+
+def window_reverse(x, batch, size, window, mode):
+    """Inverse of :func:`window_partition` for one chunk: (B*n1*n2, heads, wh*ww, d) -> (B, heads*d, H, W)."""
+    H, W = size
+    wh, ww = window
+    n1, n2 = H // wh, W // ww
+    _, heads, _, d = x.shape
+    x = x.reshape(batch, n1, n2, heads, wh, ww, d)
+    if mode == 'remote':  # -> B heads d h1 n1 w1 n2
+        x = x.permute(0, 3, 6, 4, 1, 5, 2)
+    else:  # close: -> B heads d n1 h1 n2 w1
+        x = x.permute(0, 3, 6, 1, 4, 2, 5)
+    return x.reshape(batch, heads * d, H, W)
+
+
+def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False, attn_drop=0.,
+            use_sdpa=False):
+    """Window multi-head self-attention of EMO / EMOv2 on a pre-normed map ``x`` (B, C, H, W).
+
+    ``qk`` (C -> 2C) and ``v`` (C -> C_mid, with activation) are the block's 1x1 ConvNormAct modules.
+    ``x`` is zero-padded right/bottom to multiples of ``window_size`` (the whole map is one window when
+    ``window_size <= 0``); ``qk`` (and ``v`` when ``attn_pre`` is False) run on the padded map, padded
+    tokens are not masked. The attention of every partition in ``modes`` is computed with the same q, k, v
+    and the results are summed (EMOv2 hybrid = ('remote', 'close')), then cropped back to H, W.
+    ``attn_pre=True`` (EMO v1 release) attends over the normed input split into heads and applies ``v``
+    afterwards. Scale is ``dim_head ** -0.5`` with ``dim_head = C // num_heads``. ``attn_drop`` is the
+    dropout probability to apply now (the caller passes 0 in eval mode).
+    """
+    B, C, H, W = x.shape
+    wh, ww = (window_size, window_size) if window_size > 0 else (H, W)
+    pad_r, pad_b = (ww - W % ww) % ww, (wh - H % wh) % wh
+    if pad_r or pad_b:
+        x = F.pad(x, (0, pad_r, 0, pad_b))
+    size = (H + pad_b, W + pad_r)
+    qk_map = qk(x)
+    values = x if attn_pre else v(x)
+    out = None
+    for mode in modes:
+        q, k = window_partition(qk_map, (wh, ww), num_heads, mode, chunks=2)
+        val = window_partition(values, (wh, ww), num_heads, mode)[0]
+        if use_sdpa:
+            o = F.scaled_dot_product_attention(q, k, val, dropout_p=attn_drop, scale=q.shape[-1] ** -0.5)
+        else:
+            attn = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+            attn = attn.softmax(dim=-1)
+            if attn_drop > 0:
+                attn = F.dropout(attn, attn_drop)
+            o = attn @ val
+        o = window_reverse(o, B, size, (wh, ww), mode)
+        out = o if out is None else out + o
+    if pad_r or pad_b:
+        out = out[:, :, :H, :W]
+    if attn_pre:
+        out = v(out)  # 1x1 conv + act: pointwise, so applying it after un-partition and crop is exact
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Backbone scaffolding shared by EMO and EMOv2
+
+
+class EMOBackboneBase(BaseModule):
+    """Stage layout, outputs, freezing, checkpointing and pretrained loading shared by EMO and EMOv2.
+
+    Subclasses define ``arch_settings`` (name -> dict of ``depths``, ``embed_dims``, ``exp_ratios``,
+    ``dim_heads``, ``drop_path_rate``), ``arch_defaults`` (optional keys of a custom arch), ``arch_prefix``
+    (``'emo'``/``'emov2'``, used in names like ``emo-1m``), ``_make_stem(in_channels)`` returning
+    ``(stage0, stem_channels)`` and ``_make_block(stage, index, dim_in, dim_out, drop_path)``.
+
+    Outputs are numbered like the official downstream wrappers: 0 = stem (stride 2), 1..4 = stages 1..4
+    (strides 4, 8, 16, 32); negative indices count from the end (-1 = stage 4).
+    """
+    arch_settings = {}
+    arch_defaults = {}
+    arch_prefix = ''
+    required_arch_keys = ('depths', 'embed_dims', 'exp_ratios', 'dim_heads')
+    num_outs = 5
+
+    def __init__(self, arch='1m', in_channels=3, out_indices=(4, ), frozen_stages=-1, norm_eval=False,
+                 drop_path_rate=None, window_size=7, with_cp=False, final_norm=False, pretrained=None,
+                 init_cfg=None):
+        if pretrained is not None:
+            if not isinstance(pretrained, str):
+                raise TypeError(f'pretrained must be a checkpoint path (str) or None, got {type(pretrained)}')
+            if init_cfg is not None:
+                raise ValueError(f'got both pretrained={pretrained!r} and init_cfg={init_cfg!r}; set either, not '
+                                 "both (mmseg's EncoderDecoder passes model.pretrained to the backbone: set "
+                                 'model.pretrained=None when the backbone has an init_cfg)')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+
+        self.arch_name, settings = self._resolve_arch(arch)
+        self.settings = settings
+        depths = settings['depths']
+        if drop_path_rate is None:
+            drop_path_rate = settings['drop_path_rate']
+        self.in_channels = in_channels
+        self.window_size = window_size
+        self.with_cp = with_cp
+        self.norm_eval = norm_eval
+        self.deploy = False
+
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        indices = []
+        for index in out_indices:
+            if not -self.num_outs <= index < self.num_outs:
+                raise ValueError(f'out_indices entries must be in [-{self.num_outs}, {self.num_outs - 1}] '
+                                 f'(0 = stem, 1..4 = stages), got {index}')
+            indices.append(index % self.num_outs)
+        if not indices:
+            raise ValueError('out_indices must not be empty')
+        self.out_indices = tuple(indices)
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f'frozen_stages must be in [-1, 4] (k freezes stage0..stage k), got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+
+        self.stage0, stem_channels = self._make_stem(in_channels)
+        dprs = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dim_in, k = stem_channels, 0
+        for i, (depth, dim_out) in enumerate(zip(depths, settings['embed_dims'])):
+            blocks = []
+            for j in range(depth):
+                blocks.append(self._make_block(i, j, dim_in, dim_out, dprs[k]))
+                dim_in, k = dim_out, k + 1
+            self.add_module(f'stage{i + 1}', nn.ModuleList(blocks))
+        self.channels = (stem_channels, *settings['embed_dims'])
+        self.final_norm = final_norm
+        if final_norm:
+            self.norm = build_norm(settings['norm_layers'][-1], self.channels[-1])
+        self._freeze_stages()
+
+    @classmethod
+    def _resolve_arch(cls, arch):
+        """Return ``(name, settings)`` for an arch key (``'1m'``, ``'EMO-1M'``...) or a custom dict."""
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key.startswith(cls.arch_prefix + '-'):
+                key = key[len(cls.arch_prefix) + 1:]
+            if key not in cls.arch_settings:
+                raise ValueError(f"unknown {cls.__name__} arch '{arch}', expected one of "
+                                 f'{sorted(cls.arch_settings)} or a dict')
+            return f'{cls.arch_prefix}-{key}', {**cls.arch_defaults, **cls.arch_settings[key]}
+        if isinstance(arch, dict):
+            missing = [k for k in cls.required_arch_keys if k not in arch]
+            unknown = [k for k in arch if k not in cls.required_arch_keys and k not in cls.arch_defaults]
+            if missing or unknown:
+                raise ValueError(f'custom {cls.__name__} arch: missing keys {missing}, unknown keys {unknown} '
+                                 f'(required {list(cls.required_arch_keys)}, optional {sorted(cls.arch_defaults)})')
+            settings = {**cls.arch_defaults, **arch}
+            for key in ('depths', 'embed_dims', 'exp_ratios', 'dim_heads'):
+                if len(settings[key]) != 4:
+                    raise ValueError(f'custom {cls.__name__} arch: {key} needs 4 entries, got {settings[key]}')
+            return f'{cls.arch_prefix}-custom', settings
+        raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
+
+    def _make_stem(self, in_channels):
+        raise NotImplementedError
+
+    def _make_block(self, stage, index, dim_in, dim_out, drop_path):
+        raise NotImplementedError
+
+    def forward(self, x):
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'{type(self).__name__} expects {self.in_channels}-channel images (N, '
+                             f'{self.in_channels}, H, W) but got {x.shape[1]} channels (input shape '
+                             f'{tuple(x.shape)}); convert grayscale / RGBA images to RGB first')
+        outs = []
+        for i in range(max(self.out_indices) + 1):
+            for block in getattr(self, f'stage{i}'):
+                if self.with_cp and self.training:
+                    x = checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x)
+            if i in self.out_indices:
+                outs.append(self.norm(x) if i == 4 and self.final_norm else x)
+        return tuple(outs)
+
+    def _freeze_stages(self):
+        for i in range(self.frozen_stages + 1):
+            stage = getattr(self, f'stage{i}')
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def init_weights(self):
+        """Pretrained init_cfg -> :func:`emo_mm.models.checkpoint.load_pretrained`; otherwise PyTorch's
+        default init (what the official code ends up with)."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            from ..checkpoint import load_pretrained
+            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix', 'backbone.'))
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def switch_to_deploy(self):
+        """Fold every BatchNorm (and EMOv2 layer scale) into convolutions and run attention through
+        ``scaled_dot_product_attention``. Eval-mode equivalent to the plain model; idempotent."""
+        if self.deploy:
+            return
+        for m in list(self.modules()):
+            if m is not self and hasattr(m, 'switch_to_deploy'):
+                m.switch_to_deploy()
+        self.deploy = True

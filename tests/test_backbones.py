@@ -1,0 +1,359 @@
+"""EMO / EMOv2 backbones: structure, parameter counts, attention numerics, deploy path, training options."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from emo_mm.models.backbones import EMO, EMOv2
+from emo_mm.models.backbones.emo import IRMB
+from emo_mm.models.backbones.emov2 import HybridAttention
+from emo_mm.registry import MODELS
+
+VARIANTS = [(EMO, '1m'), (EMO, '2m'), (EMO, '5m'), (EMO, '6m'),
+            (EMOv2, '1m'), (EMOv2, '2m'), (EMOv2, '5m'), (EMOv2, '20m')]
+IDS = [f'{cls.__name__}-{arch}' for cls, arch in VARIANTS]
+# spec 1.3 / 2.3: stem width and C1..C4
+CHANNELS = {
+    ('EMO', '1m'): (24, 32, 48, 80, 168), ('EMO', '2m'): (24, 32, 48, 120, 200),
+    ('EMO', '5m'): (24, 48, 72, 160, 288), ('EMO', '6m'): (24, 48, 72, 160, 320),
+    ('EMOv2', '1m'): (16, 32, 48, 80, 180), ('EMOv2', '2m'): (16, 32, 48, 120, 200),
+    ('EMOv2', '5m'): (24, 48, 72, 160, 288), ('EMOv2', '20m'): (32, 64, 128, 320, 448),
+}
+# classifier params (backbone + final LN + Linear(C4, 1000)) in thousands, spec 1.4 / 2.3
+CLS_PARAMS_K = {('EMO', '1m'): 1361, ('EMO', '2m'): 2377, ('EMO', '5m'): 5109, ('EMO', '6m'): 6168,
+                ('EMOv2', '1m'): 1461, ('EMOv2', '2m'): 2384, ('EMOv2', '5m'): 5126, ('EMOv2', '20m'): 20195}
+BACKBONE_PARAMS_K = {'1m': 1192, '2m': 2176, '5m': 4819, '6m': 5847}
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def randomize(model, seed=0):
+    """Non-trivial BN statistics, norm affines and layer scales, so that folding is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+        elif isinstance(m, nn.LayerNorm):
+            m.weight.data.copy_(torch.rand(m.normalized_shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.normalized_shape, generator=g) * 0.2)
+    for name, p in model.named_parameters():
+        if name.endswith('ls.gamma'):
+            p.data.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.25)
+    return model
+
+
+@pytest.mark.parametrize('cls,arch', VARIANTS, ids=IDS)
+def test_param_counts(cls, arch):
+    model = cls(arch, final_norm=True)
+    c4 = model.channels[-1]
+    total = n_params(model) + n_params(nn.Linear(c4, 1000))
+    assert round(total / 1e3) == CLS_PARAMS_K[(cls.__name__, arch)]
+    if cls is EMO:
+        assert round(n_params(cls(arch)) / 1e3) == BACKBONE_PARAMS_K[arch]
+
+
+@pytest.mark.parametrize('cls,arch', VARIANTS, ids=IDS)
+def test_output_shapes(cls, arch):
+    chans = CHANNELS[(cls.__name__, arch)]
+    model = cls(arch, out_indices=(0, 1, 2, 3, 4)).eval()
+    assert model.channels == chans
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+        assert [tuple(o.shape) for o in outs] == [(1, c, 64 // s, 64 // s) for c, s in zip(chans, (2, 4, 8, 16, 32))]
+        # default (4,), negative index, stem only, and a size that is not a multiple of 32
+        assert [o.shape[1] for o in cls(arch).eval()(torch.randn(1, 3, 64, 64))] == [chans[4]]
+        out, = cls(arch, out_indices=-1).eval()(torch.randn(1, 3, 50, 70))
+        assert tuple(out.shape) == (1, chans[4], 2, 3)
+        out, = cls(arch, out_indices=(0, )).eval()(torch.randn(2, 3, 50, 70))
+        assert tuple(out.shape) == (2, chans[0], 25, 35)
+
+
+def test_out_indices_order_and_validation():
+    model = EMO('1m', out_indices=(-2, 1)).eval()
+    assert model.out_indices == (3, 1)
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [32, 80]  # stage order, like mmpretrain
+    with pytest.raises(ValueError, match='out_indices'):
+        EMO('1m', out_indices=(5, ))
+    with pytest.raises(ValueError, match='frozen_stages'):
+        EMO('1m', frozen_stages=5)
+    with pytest.raises(ValueError, match="unknown EMO arch '3m'"):
+        EMO('3m')
+
+
+def test_registry_arch_names_and_custom_arch():
+    assert MODELS.get('EMO') is EMO and MODELS.get('EMOv2') is EMOv2
+    model = MODELS.build(dict(type='EMOv2', arch='EMOv2-1M'))
+    assert model.arch_name == 'emov2-1m'
+    custom = EMO(dict(depths=[1, 1, 2, 1], embed_dims=[16, 24, 40, 64], exp_ratios=[2, 2, 2, 2],
+                      dim_heads=[8, 8, 8, 16]), out_indices=(1, 2, 3, 4)).eval()
+    assert custom.arch_name == 'emo-custom'
+    assert [o.shape[1] for o in custom(torch.randn(1, 3, 64, 64))] == [16, 24, 40, 64]
+    with pytest.raises(ValueError, match='missing keys'):
+        EMO(dict(depths=[1, 1, 1, 1]))
+
+
+def test_grayscale_input_error():
+    with pytest.raises(ValueError, match='expects 3-channel.*got 1 channels'):
+        EMO('1m')(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match='expects 3-channel.*got 1 channels'):
+        EMOv2('1m')(torch.randn(1, 1, 64, 64))
+
+
+def test_numerics_details():
+    """eps 1e-6 everywhere, exact GELU, conv_local BN+SiLU, v1 stem SE, v2 layer scale everywhere."""
+    for model in (EMO('1m', final_norm=True), EMOv2('1m', final_norm=True)):
+        eps = {m.eps for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm))}
+        assert eps == {1e-6}
+        assert all(m.approximate == 'none' for m in model.modules() if isinstance(m, nn.GELU))
+        for name, m in model.named_modules():
+            if name.endswith('conv_local'):
+                assert isinstance(m.norm, nn.BatchNorm2d) and isinstance(m.act, nn.SiLU)
+    v1 = EMO('1m')
+    assert isinstance(v1.stage0[1].se.act1, nn.SiLU) and v1.stage0[1].se.conv_reduce.out_channels == 24
+    v2 = EMOv2('1m')
+    gammas = [p for n, p in v2.named_parameters() if n.endswith('ls.gamma')]
+    assert len(gammas) == sum(v2.settings['depths']) and all(torch.all(g == 1e-6) for g in gammas)
+    # attention only in blocks >= 1 of stages 3 and 4
+    assert [n for n, m in v1.named_modules() if isinstance(m, IRMB) and m.attn_s] == \
+        [f'stage3.{i}' for i in range(1, 8)] + ['stage4.1', 'stage4.2']
+
+
+# --------------------------------------------------------------------------------------------------
+# Window attention against a naive reference (python loops over windows, explicit token gather)
+
+def naive_window_attention(x, qk_layer, v_layer, num_heads, ws, modes, attn_pre):
+    B, C, H, W = x.shape
+    Hp, Wp = math.ceil(H / ws) * ws, math.ceil(W / ws) * ws
+    xp = x.new_zeros(B, C, Hp, Wp)
+    xp[:, :, :H, :W] = x  # zero padding right/bottom, after the norm, no mask
+    qk = qk_layer(xp)
+    values = xp if attn_pre else v_layer(xp)
+    n1, n2 = Hp // ws, Wp // ws
+    d, dv = C // num_heads, values.shape[1] // num_heads
+    out = values.new_zeros(B, values.shape[1], Hp, Wp)
+    for mode in modes:
+        for b in range(B):
+            for i in range(n1):
+                for j in range(n2):
+                    if mode == 'remote':  # tokens spaced n1 / n2 apart over the whole map
+                        pos = [(i + n1 * a, j + n2 * c) for a in range(ws) for c in range(ws)]
+                    else:  # contiguous window
+                        pos = [(i * ws + a, j * ws + c) for a in range(ws) for c in range(ws)]
+                    rows = torch.tensor([p[0] for p in pos])
+                    cols = torch.tensor([p[1] for p in pos])
+                    tok_qk = qk[b][:, rows, cols]  # (2C, N)
+                    tok_v = values[b][:, rows, cols]
+                    for h in range(num_heads):
+                        q = tok_qk[h * d:(h + 1) * d].T
+                        k = tok_qk[C + h * d:C + (h + 1) * d].T
+                        v = tok_v[h * dv:(h + 1) * dv].T
+                        attn = torch.softmax(q @ k.T / math.sqrt(d), dim=-1)
+                        out[b, h * dv:(h + 1) * dv, rows, cols] += (attn @ v).T
+    out = out[:, :, :H, :W]
+    return v_layer(out) if attn_pre else out
+
+
+def irmb_reference(block, x):
+    """Whole v1 attention block with the naive attention (other parts taken from the block)."""
+    xn = block.norm(x)
+    y = naive_window_attention(xn, block.qk, block.v, block.num_head, block.window_size, ('remote', ),
+                               block.attn_pre)
+    y = y + block.conv_local(y)
+    return x + block.proj(y)
+
+
+ATTN_SIZES = [(1, 21, 33), (3, 11, 17), (3, 4, 4), (1, 2, 2), (1, 7, 14)]  # 333x517 /16 and /32, 64x64 /16, /32
+
+
+@pytest.mark.parametrize('attn_pre', [True, False])
+@pytest.mark.parametrize('batch,h,w', ATTN_SIZES)
+def test_v1_remote_attention_matches_naive(batch, h, w, attn_pre):
+    torch.manual_seed(0)
+    block = IRMB(40, 40, exp_ratio=3.0, norm='ln_2d', act='gelu', dw_ks=5, dim_head=20, window_size=7,
+                 attn_s=True, qkv_bias=True, attn_pre=attn_pre).eval()
+    randomize(block)
+    x = torch.randn(batch, 40, h, w)
+    with torch.no_grad():
+        ref = irmb_reference(block, x)
+        torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)
+        block.switch_to_deploy()  # SDPA path
+        torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('batch,h,w', ATTN_SIZES)
+def test_v2_hybrid_attention_matches_naive(batch, h, w):
+    torch.manual_seed(0)
+    attn = HybridAttention(40, 120, dim_head=20, window_size=7, act='gelu').eval()
+    x = torch.randn(batch, 40, h, w)
+    with torch.no_grad():
+        ref = naive_window_attention(x, attn.qk, attn.v, attn.num_head, 7, ('remote', 'close'), False)
+        torch.testing.assert_close(attn(x), ref, atol=1e-5, rtol=1e-5)
+        attn.switch_to_deploy()
+        torch.testing.assert_close(attn(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_remote_and_close_partitions_differ():
+    """Guard against a test that passes for any partition: remote != close on a multi-window map."""
+    torch.manual_seed(0)
+    attn = HybridAttention(40, 80, dim_head=20, window_size=3).eval()
+    x = torch.randn(1, 40, 9, 9)
+    with torch.no_grad():
+        remote = naive_window_attention(x, attn.qk, attn.v, 2, 3, ('remote', ), False)
+        close = naive_window_attention(x, attn.qk, attn.v, 2, 3, ('close', ), False)
+        assert (remote - close).abs().max() > 1e-3
+        torch.testing.assert_close(attn(x), remote + close, atol=1e-5, rtol=1e-5)
+
+
+def test_attn_pre_flag_changes_outputs_not_weights():
+    a, b = EMO('2m', attn_pre=True).eval(), EMO('2m', attn_pre=False).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (a(x)[0] - b(x)[0]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match='588.*8 heads'):  # EMO-1M stage 4 (the official code fails too)
+        EMO('1m', attn_pre=False)
+
+
+def test_window_size_leq_zero_is_one_window():
+    torch.manual_seed(0)
+    block = IRMB(40, 40, exp_ratio=2.0, norm='ln_2d', act='gelu', dim_head=20, window_size=0,
+                 attn_s=True, qkv_bias=True, attn_pre=False).eval()
+    x = torch.randn(2, 40, 6, 6)
+    with torch.no_grad():
+        block.window_size = 6
+        ref = block(x)
+        block.window_size = 0
+        torch.testing.assert_close(block(x), ref, atol=1e-6, rtol=1e-6)
+        assert block(torch.randn(1, 40, 5, 9)).shape == (1, 40, 5, 9)  # no padding needed either
+
+
+# --------------------------------------------------------------------------------------------------
+# Deploy path
+
+@pytest.mark.parametrize('cls,arch', VARIANTS, ids=IDS)
+def test_deploy_equivalence(cls, arch):
+    torch.manual_seed(0)
+    model = randomize(cls(arch, out_indices=(0, 1, 2, 3, 4), window_size=3, final_norm=True)).eval()
+    x = torch.randn(1, 3, 72, 56)
+    with torch.no_grad():
+        ref = model(x)
+        model.switch_to_deploy()
+        assert model.deploy
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+        out = model(x)
+        model.switch_to_deploy()  # idempotent
+        again = model(x)
+    for r, o, a in zip(ref, out, again):
+        assert (r - o).abs().max() <= 1e-4
+        assert torch.equal(o, a)
+    if cls is EMOv2:
+        assert not any(n.endswith('ls.gamma') for n, _ in model.named_parameters())
+
+
+def test_deploy_large_input_emo1m():
+    torch.manual_seed(0)
+    model = randomize(EMO('1m', out_indices=(1, 2, 3, 4))).eval()
+    x = torch.randn(1, 3, 333, 517)
+    with torch.no_grad():
+        ref = model(x)
+        model.switch_to_deploy()
+        out = model(x)
+    assert [tuple(o.shape[2:]) for o in out] == [(84, 130), (42, 65), (21, 33), (11, 17)]
+    for r, o in zip(ref, out):
+        assert (r - o).abs().max() <= 1e-4
+
+
+# --------------------------------------------------------------------------------------------------
+# Training options
+
+def bn_state(module):
+    return {n: b.clone() for n, b in module.named_buffers() if 'running' in n}
+
+
+def test_frozen_stages():
+    model = EMO('1m', frozen_stages=1, out_indices=(1, 2, 3, 4))
+    model.train()
+    for i in range(5):
+        stage = getattr(model, f'stage{i}')
+        frozen = i <= 1
+        assert all(p.requires_grad != frozen for p in stage.parameters())
+        assert all(m.training != frozen for m in stage.modules())
+    before = bn_state(model)
+    outs = model(torch.randn(2, 3, 64, 64))
+    sum(o.sum() for o in outs).backward()
+    after = bn_state(model)
+    for name in before:
+        changed = not torch.equal(before[name], after[name])
+        assert changed == (not name.startswith(('stage0.', 'stage1.'))), name
+    assert all(p.grad is None for p in model.stage0.parameters())
+    assert all(p.grad is None for p in model.stage1.parameters())
+    assert model.stage2[0].v.conv.weight.grad is not None
+
+
+def test_norm_eval():
+    model = EMOv2('1m', norm_eval=True, final_norm=True)
+    model.train()
+    assert model.training
+    assert all(not m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(m.training for m in model.modules() if isinstance(m, nn.LayerNorm))
+    before = bn_state(model)
+    model(torch.randn(2, 3, 64, 64))
+    after = bn_state(model)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+@pytest.mark.parametrize('cls', [EMO, EMOv2])
+def test_with_cp_same_gradients(cls):
+    torch.manual_seed(0)
+    plain = cls('1m', out_indices=(2, 4), drop_path_rate=0.1)
+    cp = cls('1m', out_indices=(2, 4), drop_path_rate=0.1, with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, cp):
+        model.train()
+        torch.manual_seed(1)
+        outs = model(x)
+        sum((o * o).mean() for o in outs).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize('cls', [EMO, EMOv2])
+def test_drop_path_rates_linear(cls):
+    model = cls('2m', drop_path_rate=0.2)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for i in range(1, 5) for b in getattr(model, f'stage{i}')]
+    expected = torch.linspace(0, 0.2, sum(model.settings['depths'])).tolist()
+    assert rates == pytest.approx(expected)
+    default = cls('1m')
+    last = default.stage4[-1].drop_path.drop_prob
+    assert last == pytest.approx(0.04036)
+
+
+def test_pretrained_kwarg_becomes_init_cfg():
+    model = EMO('1m', pretrained='checkpoints/x.pth')
+    assert model.init_cfg == dict(type='Pretrained', checkpoint='checkpoints/x.pth')
+    assert EMO('1m', pretrained=None).init_cfg is None
+    with pytest.raises(ValueError, match='either'):
+        EMO('1m', pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth'))
+
+
+def test_sdpa_scale_is_dim_head():
+    """Deploy attention uses the official scale dim_head ** -0.5 (also for 21-dim heads of EMO-1M st4)."""
+    torch.manual_seed(0)
+    block = IRMB(168, 168, exp_ratio=3.5, norm='ln_2d', act='gelu', dw_ks=5, dim_head=21, window_size=7,
+                 attn_s=True, qkv_bias=True, attn_pre=True).eval()
+    x = torch.randn(1, 168, 3, 5)
+    with torch.no_grad():
+        ref = irmb_reference(block, x)
+        block.switch_to_deploy()
+        torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)

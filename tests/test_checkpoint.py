@@ -1,0 +1,235 @@
+"""Official checkpoint handling: key layout, unwrapping, conversion, loading and its error messages."""
+import logging
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+from emo_mm.models.backbones import EMO, EMOv2
+from emo_mm.models.checkpoint import convert_hint, load_pretrained, remap_official_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+import convert_official  # noqa: E402
+
+# spec 1.4 / 2.3, written out independently of the implementation's arch tables
+V1 = {'1m': ([2, 2, 8, 3], [32, 48, 80, 168], [2.0, 2.5, 3.0, 3.5]),
+      '2m': ([3, 3, 9, 3], [32, 48, 120, 200], [2.0, 2.5, 3.0, 3.5]),
+      '5m': ([3, 3, 9, 3], [48, 72, 160, 288], [2.0, 3.0, 4.0, 4.0]),
+      '6m': ([3, 3, 9, 3], [48, 72, 160, 320], [2.0, 3.0, 4.0, 5.0])}
+V2 = {'1m': ([2, 2, 8, 3], [32, 48, 80, 180], [2.0, 2.5, 3.0, 3.5]),
+      '2m': ([3, 3, 9, 3], [32, 48, 120, 200], [2.0, 2.5, 3.0, 3.5]),
+      '5m': ([3, 3, 9, 3], [48, 72, 160, 288], [2.0, 3.0, 4.0, 4.0]),
+      '20m': ([3, 3, 13, 3], [64, 128, 320, 448], [2.0, 3.0, 4.0, 4.0])}
+
+
+def official_shapes(version, arch, num_classes=1000):
+    """{key: shape} of an official classification checkpoint, from the spec's section 3 description."""
+    shapes = OrderedDict()
+
+    def bn(prefix, c):
+        for name in ('weight', 'bias', 'running_mean', 'running_var'):
+            shapes[f'{prefix}.{name}'] = (c, )
+        shapes[f'{prefix}.num_batches_tracked'] = ()
+
+    depths, dims, exps = (V1 if version == 1 else V2)[arch]
+    if version == 1:
+        stem, dw = 24, [3, 3, 5, 5]
+        shapes['stage0.0.convs.0.0.weight'], shapes['stage0.0.convs.0.0.bias'] = (stem, 3, 3, 3), (stem, )
+        bn('stage0.0.convs.0.1', stem)
+        shapes['stage0.1.conv_local.conv.weight'] = (stem, 1, 3, 3)
+        bn('stage0.1.conv_local.norm', stem)
+        for name in ('conv_reduce', 'conv_expand'):
+            shapes[f'stage0.1.se.{name}.weight'], shapes[f'stage0.1.se.{name}.bias'] = (stem, stem, 1, 1), (stem, )
+        shapes['stage0.1.proj.conv.weight'] = (stem, stem, 1, 1)
+    else:
+        stem, dw = dims[0] // 2, [5, 5, 5, 5]
+        shapes['stage0.0.conv.weight'], shapes['stage0.0.conv.bias'] = (stem, 3, 3, 3), (stem, )
+        bn('stage0.0.norm', stem)
+        shapes['stage0.1.conv.weight'] = (stem, 1, 3, 3)
+        bn('stage0.1.norm', stem)
+        shapes['stage0.2.conv.weight'] = (stem, stem, 1, 1)
+    dim_in = stem
+    for s in range(1, 5):
+        for b in range(depths[s - 1]):
+            p, c = f'stage{s}.{b}', dims[s - 1]
+            mid = int(dim_in * exps[s - 1] * (2 if b == 0 else 1))
+            if s <= 2:
+                bn(f'{p}.norm', dim_in)
+            else:
+                shapes[f'{p}.norm.norm.weight'], shapes[f'{p}.norm.norm.bias'] = (dim_in, ), (dim_in, )
+            attn = s >= 3 and b > 0
+            if version == 1:
+                if attn:
+                    shapes[f'{p}.qk.conv.weight'] = (2 * dim_in, dim_in, 1, 1)
+                    shapes[f'{p}.qk.conv.bias'] = (2 * dim_in, )
+                shapes[f'{p}.v.conv.weight'], shapes[f'{p}.v.conv.bias'] = (mid, dim_in, 1, 1), (mid, )
+            elif attn:
+                shapes[f'{p}.eops.0.qk.conv.weight'] = (2 * dim_in, dim_in, 1, 1)
+                shapes[f'{p}.eops.0.qk.conv.bias'] = (2 * dim_in, )
+                shapes[f'{p}.eops.0.v.conv.weight'], shapes[f'{p}.eops.0.v.conv.bias'] = (mid, dim_in, 1, 1), (mid, )
+            else:
+                shapes[f'{p}.eops.0.net.conv.weight'] = (mid, dim_in, 1, 1)
+                shapes[f'{p}.eops.0.net.conv.bias'] = (mid, )
+            shapes[f'{p}.conv_local.conv.weight'] = (mid, 1, dw[s - 1], dw[s - 1])
+            bn(f'{p}.conv_local.norm', mid)
+            shapes[f'{p}.proj.conv.weight'] = (c, mid, 1, 1)
+            if version == 2:
+                shapes[f'{p}.ls.gamma'] = (1, c, 1, 1)
+            dim_in = c
+    shapes['norm.norm.weight'], shapes['norm.norm.bias'] = (dim_in, ), (dim_in, )
+    shapes['head.weight'], shapes['head.bias'] = (num_classes, dim_in), (num_classes, )
+    return shapes
+
+
+def official_state_dict(version, arch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return OrderedDict((k, torch.randint(0, 100, s, generator=g) if k.endswith('num_batches_tracked')
+                        else torch.randn(s, generator=g)) for k, s in official_shapes(version, arch).items())
+
+
+ALL = [(1, a) for a in V1] + [(2, a) for a in V2]
+
+
+@pytest.mark.parametrize('version,arch', ALL, ids=[f'v{v}-{a}' for v, a in ALL])
+def test_model_keys_equal_official_layout(version, arch):
+    model = (EMO if version == 1 else EMOv2)(arch, final_norm=True)
+    want = {k: s for k, s in official_shapes(version, arch).items() if not k.startswith('head.')}
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == want
+    dense = (EMO if version == 1 else EMOv2)(arch)
+    assert set(dense.state_dict()) == {k for k in want if not k.startswith('norm.')}
+
+
+def test_official_file_loads_with_no_missing_or_unexpected(tmp_path, capsys):
+    official = official_state_dict(1, '1m')
+    src, dst = tmp_path / 'net.pth', tmp_path / 'emo_1m.pth'
+    torch.save(official, src)
+    assert convert_official.main([str(src), str(dst), '--arch', 'emo-1m']) == 0
+    assert 'emo-1m' in capsys.readouterr().out
+    ckpt = torch.load(dst, weights_only=True)
+    assert ckpt['meta']['arch'] == 'emo-1m' and ckpt['meta']['source'].endswith('net.pth')
+    assert set(ckpt['state_dict']) == {('head.fc.' + k[5:]) if k.startswith('head.') else 'backbone.' + k
+                                       for k in official}
+
+    model = EMO('1m', final_norm=True, init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
+    model.init_weights()
+    report = load_pretrained(model, str(dst))
+    assert report['missing'] == [] and report['unexpected'] == []
+    assert sorted(report['ignored']) == ['head.fc.bias', 'head.fc.weight']
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, official[k]), k
+
+    # a dense backbone (no final norm): the final norm is ignored, not reported as unexpected
+    dense = EMO('1m', out_indices=(1, 2, 3, 4), pretrained=str(dst))
+    dense.init_weights()
+    report = load_pretrained(dense, str(dst))
+    assert report['missing'] == [] and report['unexpected'] == []
+    assert sorted(report['ignored']) == ['head.fc.bias', 'head.fc.weight', 'norm.norm.bias', 'norm.norm.weight']
+    assert torch.equal(dense.stage4[2].qk.conv.weight, official['stage4.2.qk.conv.weight'])
+
+
+def test_summary_is_logged(tmp_path):
+    path = tmp_path / 'raw.pth'
+    torch.save(official_state_dict(2, '1m'), path)  # an unconverted official file loads too
+    records = []
+    logger = logging.getLogger('test_emo_checkpoint')
+    logger.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger.addHandler(handler)
+    load_pretrained(EMOv2('1m'), str(path), logger=logger)
+    logger.removeHandler(handler)
+    assert len(records) == 1
+    assert 'loaded 224 / 224 tensors, missing [], unexpected []; ignored 4' in records[0]
+
+
+def test_wrapped_module_prefixed_file_converts(tmp_path):
+    official = official_state_dict(2, '1m')
+    src, dst = tmp_path / 'EMOv2_1M_224.pth', tmp_path / 'out' / 'emov2_1m.pth'
+    torch.save({'net': OrderedDict(('module.' + k, v) for k, v in official.items()), 'epoch': 300}, src)
+    assert convert_official.main([str(src), str(dst), '--arch', 'emov2-1m']) == 0
+    state = torch.load(dst, weights_only=True)['state_dict']
+    assert torch.equal(state['backbone.stage4.2.eops.0.qk.conv.weight'], official['stage4.2.eops.0.qk.conv.weight'])
+    assert torch.equal(state['head.fc.weight'], official['head.weight'])
+    assert not any('module.' in k for k in state)
+
+
+def test_remap_unwrapping():
+    sd = OrderedDict([('stage0.0.conv.weight', torch.ones(1)), ('head.weight', torch.ones(1)),
+                      ('head.bias', torch.ones(1)), ('norm.norm.weight', torch.ones(1))])
+    flat = remap_official_state_dict(sd)
+    assert list(flat) == ['backbone.stage0.0.conv.weight', 'head.fc.weight', 'head.fc.bias',
+                          'backbone.norm.norm.weight']
+    ema = OrderedDict((k, v * 2) for k, v in sd.items())
+    assert torch.equal(remap_official_state_dict({'net': sd, 'net_E': ema})['head.fc.weight'], ema['head.weight'])
+    assert list(remap_official_state_dict({'state_dict': {'model': sd}})) == list(flat)
+    assert list(remap_official_state_dict({'model': OrderedDict(('module.' + k, v) for k, v in sd.items())})) == \
+        list(flat)
+    assert list(remap_official_state_dict(flat)) == list(flat)  # already converted: unchanged
+    with pytest.raises(ValueError, match='no state_dict'):
+        remap_official_state_dict({'epoch': 3})
+
+
+def test_wrong_variant_fails_with_key_and_shapes(tmp_path, capsys):
+    src = tmp_path / 'net.pth'
+    torch.save(official_state_dict(1, '2m'), src)
+    assert convert_official.main([str(src), str(tmp_path / 'o.pth'), '--arch', 'emo-1m']) == 1
+    err = capsys.readouterr().err
+    expected = ("'stage3.0.proj.conv.weight' has shape (120, 288, 1, 1) in the checkpoint but (80, 288, 1, 1) "
+                'in the model; it looks like emo-2m')
+    assert expected in err
+    assert not (tmp_path / 'o.pth').exists()
+    with pytest.raises(ValueError) as e:
+        load_pretrained(EMO('1m'), str(src))
+    assert expected in str(e.value) and str(src) in str(e.value)
+    # EMOv2 weights into EMO: named as such
+    torch.save(official_state_dict(2, '1m'), src)
+    with pytest.raises(ValueError, match='it looks like emov2-1m'):
+        load_pretrained(EMO('1m'), str(src))
+    assert convert_official.main([str(src), str(tmp_path / 'o.pth'), '--arch', 'emo-1m']) == 1
+    assert 'it looks like emov2-1m' in capsys.readouterr().err
+    # another network altogether: nothing to load is an error, not a silent no-op
+    torch.save({'state_dict': {'backbone.conv1.weight': torch.ones(64, 3, 7, 7)}}, src)
+    with pytest.raises(ValueError, match='no tensor for EMO'):
+        load_pretrained(EMO('1m'), str(src))
+
+
+def test_truncated_file_fails_naming_the_file(tmp_path, capsys):
+    good = tmp_path / 'good.pth'
+    torch.save(official_state_dict(1, '1m'), good)
+    bad = tmp_path / 'truncated.pth'
+    bad.write_bytes(good.read_bytes()[:100_000])
+    with pytest.raises(RuntimeError, match='truncated.pth'):
+        load_pretrained(EMO('1m'), str(bad))
+    assert convert_official.main([str(bad), str(tmp_path / 'o.pth'), '--arch', 'emo-1m']) == 1
+    assert 'truncated.pth' in capsys.readouterr().err
+
+
+def test_missing_file_gives_convert_command(tmp_path):
+    path = str(tmp_path / 'checkpoints' / 'emov2_5m.pth')
+    model = EMOv2('5m', init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
+    with pytest.raises(FileNotFoundError) as e:
+        model.init_weights()
+    assert f'python tools/convert_official.py <official .pth> {path} --arch emov2-5m' in str(e.value)
+    with pytest.raises(ValueError, match='URL'):
+        EMO('1m', pretrained='open-mmlab://resnet50_v1c').init_weights()
+
+
+def test_no_pretrained_keeps_default_init():
+    torch.manual_seed(0)
+    a = EMO('1m')
+    torch.manual_seed(0)
+    b = EMO('1m')
+    b.init_weights()
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_convert_hint_names_the_arch():
+    cmd = 'python tools/convert_official.py <official .pth> ck.pth --arch '
+    assert cmd + 'emov2-5m' in convert_hint('ck.pth', 'emo_mm.EMOv2', '5m')
+    assert cmd + 'emo-1m' in convert_hint('ck.pth', 'EMO', 'EMO-1M')
+    assert cmd + 'emo-2m' in convert_hint('ck.pth', arch='emo-2m')
+    assert cmd + '<arch>' in convert_hint('ck.pth', 'EMO', dict(depths=[1, 1, 1, 1]))
