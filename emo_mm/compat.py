@@ -37,11 +37,12 @@ from mmengine.runner.checkpoint import CheckpointLoader
 def _history_buffer_getattr(obj, name):
     """``getattr`` restricted to what mmengine pickles: a HistoryBuffer's registered statistics methods.
 
-    ``HistoryBuffer.__getstate__`` stores its statistics as bound methods, which pickle as
-    ``getattr(buffer, 'mean')``. A general getattr would let a crafted file walk from any allowed object to
-    ``__globals__`` and ``eval``.
+    A HistoryBuffer's state holds its statistics functions, which pickle as ``getattr(HistoryBuffer, 'mean')``.
+    A general getattr would let a crafted file walk from any allowed object to ``__globals__`` and ``eval``.
     """
-    if isinstance(obj, HistoryBuffer) and name in HistoryBuffer._statistics_methods:
+    # the built-in four are only added to _statistics_methods when the first buffer is created
+    allowed = {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}
+    if obj is HistoryBuffer and name in allowed:
         return getattr(obj, name)
     raise pickle.UnpicklingError(
         f'checkpoint asks for getattr({type(obj).__name__}, {name!r}); only the statistics methods of '
@@ -66,6 +67,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint file exists but cannot be used; the message names the file and the reason."""
 
 
+def _pickle_reason(err):
+    """The line of torch's long weights_only message that says what was refused."""
+    boilerplate = ('Weights only load failed', 'Please file an issue', 'Check the documentation')
+    for line in str(err).splitlines():
+        line = line.replace('WeightsUnpickler error:', '').strip()
+        if line and not line.startswith(boilerplate):
+            return line
+    return type(err).__name__
+
+
 def load_local_checkpoint(filename, map_location=None):
     """``torch.load(filename, weights_only=True)`` with clear errors for missing, truncated or unsafe files."""
     filename = osp.expanduser(filename)
@@ -77,7 +88,7 @@ def load_local_checkpoint(filename, map_location=None):
         raise CheckpointError(
             f'refusing to load {filename}: it contains objects outside the allow-list for checkpoints '
             f'(torch weights_only=True plus what mmengine itself writes). Loading it would run code from '
-            f'the file. Details: {str(err).splitlines()[0]}') from err
+            f'the file. Details: {_pickle_reason(err)}') from err
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
         size = osp.getsize(filename)
         raise CheckpointError(

@@ -70,11 +70,11 @@ class _RunsCode:
 
 
 class _GetattrGadget:
-    """Pickles to ``getattr(HistoryBuffer.__init__, '__globals__')``: allowed globals, dangerous attribute."""
+    """Pickles to ``getattr(HistoryBuffer, '__init__')``: the first step of a walk to ``__globals__``."""
 
     def __reduce__(self):
         from mmengine.logging.history_buffer import HistoryBuffer
-        return getattr, (HistoryBuffer.__init__, '__globals__')
+        return getattr, (HistoryBuffer, '__init__')
 
 
 @pytest.mark.parametrize('payload', ['system', 'getattr'])
@@ -88,8 +88,10 @@ def test_malicious_checkpoint_is_refused(tmp_path, payload):
     assert not marker.exists()
     # the stock entry point that resume / load_from / tools/test.py use goes through the same loader
     from mmengine.runner.checkpoint import _load_checkpoint
-    with pytest.raises(CheckpointError, match='refusing to load'):
+    with pytest.raises(CheckpointError, match='refusing to load') as err:
         _load_checkpoint(str(path))
+    assert ('os.system' in str(err.value) or 'posix.system' in str(err.value)) if payload == 'system' \
+        else "getattr(type, '__init__')" in str(err.value)
     assert not marker.exists()
 
 
@@ -109,8 +111,9 @@ def test_restricted_getattr_allows_only_history_buffer_statistics():
     from mmengine.logging.history_buffer import HistoryBuffer
     from emo_mm.compat import _history_buffer_getattr
     buffer = HistoryBuffer([1.0, 3.0], [1, 1])
-    assert _history_buffer_getattr(buffer, 'mean')() == 2.0
-    for obj, name in [(buffer, '__init__'), (buffer, '__class__'), (HistoryBuffer, 'mean'), (os, 'system')]:
+    assert _history_buffer_getattr(HistoryBuffer, 'mean')(buffer) == 2.0
+    for obj, name in [(HistoryBuffer, '__init__'), (HistoryBuffer, '__class__'), (buffer, 'mean'),
+                      (os, 'system')]:
         with pytest.raises(pickle.UnpicklingError):
             _history_buffer_getattr(obj, name)
 
@@ -176,9 +179,11 @@ def test_train_without_dataset_stops_with_message(tmp_path):
 # ------------------------------------------------------------------------- stock configs: train/test/resume
 STOCK = {
     # codebase: (config, options limiting the run, metric regex printed by tools/test.py)
+    # (an SSD trained for 2 iterations scores every class near 1/81, below the stock score_thr 0.02:
+    # lowering it lets CocoMetric see detections and print its table)
     'mmdet': ('mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
               ['train_dataloader.dataset.dataset.indices=16', 'val_dataloader.dataset.indices=8',
-               'test_dataloader.dataset.indices=8'],
+               'test_dataloader.dataset.indices=8', 'model.test_cfg.score_thr=0.001'],
               r'coco/bbox_mAP: (-?[\d.]+)'),
     'mmseg': ('mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py',
               ['train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
@@ -209,7 +214,9 @@ def test_stock_config_train_test_resume(codebase, mini_data, tmp_path):
     resumed = run_tool('tools/train.py', config, '--mini', '--work-dir', work, '--resume', ckpt,
                        '--cfg-options', *options, *more)
     log = resumed.stdout + resumed.stderr
-    assert re.search(r'resumed (epoch|iter): (1|2)', log), log[-3000:]
+    resumed_at = re.search(r'resumed epoch: (\d+), iter: (\d+)', log)
+    assert resumed_at, log[-3000:]
+    assert int(resumed_at.group(2)) > 0 and (codebase == 'mmseg' or resumed_at.group(1) == '1')
     assert (work / ('iter_4.pth' if codebase == 'mmseg' else 'epoch_2.pth')).is_file()
     # a checkpoint that mmengine wrote (message hub, numpy history buffers) loads under weights_only
     state = load_local_checkpoint(str(ckpt))
