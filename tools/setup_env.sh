@@ -33,9 +33,9 @@ template="$CACHE/venvs/$(echo "$want $("$PY" -V 2>&1)" | sha256sum | cut -c1-16)
 if [ ! -e "$VENV" ] && [ -x "$template/bin/python" ]; then
   step "cloning the cached environment $template"
   cp -al "$template" "$VENV" || fail "clone cached environment (remove $template to rebuild it)"
-  here=$(cd "$VENV" && pwd)
-  # bin/ scripts and activate name the template's path; sed -i writes new files, the template is untouched
-  grep -rlI --null "$template" "$VENV/bin" "$VENV/pyvenv.cfg" | xargs -0 -r sed -i "s#$template#$here#g"
+  here=$(cd "$VENV" && pwd) origin=$(cat "$template/.emo_mm_origin")
+  # bin/ scripts and activate name the original path; sed -i writes new files, the template is untouched
+  { grep -rlI --null "$origin" "$VENV/bin" "$VENV/pyvenv.cfg" || true; } | xargs -0 -r sed -i "s#$origin#$here#g"
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -82,6 +82,7 @@ step "installing emo_mm and its pinned OpenMMLab dependencies"
 echo "$want" > "$STAMP"
 if [ ! -e "$template" ]; then
   mkdir -p "$(dirname "$template")"
-  cp -al "$VENV" "$template.tmp.$$" && mv "$template.tmp.$$" "$template" && step "cached this environment as $template"
+  cp -al "$VENV" "$template.tmp.$$" && (cd "$VENV" && pwd) > "$template.tmp.$$/.emo_mm_origin" &&
+    mv "$template.tmp.$$" "$template" && step "cached this environment as $template"
 fi
 step "done: $VENV is ready"
