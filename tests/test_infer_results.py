@@ -1,0 +1,162 @@
+"""Issue 4: tools/infer.py (detectors and segmentors, any image) and tools/results_table.py."""
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from emo_mm.inference import ImageReadError, read_image_bgr
+from emo_mm.results import load_metafile, read_work_dir
+
+from .conftest import ROOT, run_tool
+from .test_det import MINI_EPOCHS, train_ssdlite_mini
+
+
+@pytest.fixture(scope='session')
+def trained(mini_data, tmp_path_factory):
+    return train_ssdlite_mini(tmp_path_factory)
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    """RGB, grayscale, RGBA and 16-bit grayscale inputs of odd sizes and aspect ratios, plus broken files."""
+    rs = np.random.RandomState(0)
+    d = tmp_path_factory.mktemp('images')
+    files = {
+        'rgb': (d / 'photo.jpg', rs.randint(0, 255, (123, 457, 3), np.uint8)),
+        'gray': (d / 'gray.png', rs.randint(0, 255, (301, 77), np.uint8)),
+        'rgba': (d / 'logo.png', rs.randint(0, 255, (61, 999, 4), np.uint8)),
+        'gray16': (d / 'depth.png', rs.randint(0, 65535, (97, 203), np.uint16)),
+    }
+    for path, img in files.values():
+        assert cv2.imwrite(str(path), img)
+    (d / 'broken.jpg').write_bytes(b'this is not a jpeg')
+    return {k: v[0] for k, v in files.items()}
+
+
+# ------------------------------------------------------------------------------------------ image reading
+def test_read_image_conversions(images):
+    img, note = read_image_bgr(str(images['rgb']))
+    assert img.shape == (123, 457, 3) and img.dtype == np.uint8 and note is None
+    img, note = read_image_bgr(str(images['gray']))
+    assert img.shape == (301, 77, 3) and 'grayscale' in note
+    assert np.array_equal(img[..., 0], img[..., 2])
+    img, note = read_image_bgr(str(images['rgba']))
+    assert img.shape == (61, 999, 3) and 'alpha dropped' in note
+    img, note = read_image_bgr(str(images['gray16']))
+    assert img.shape == (97, 203, 3) and img.dtype == np.uint8 and '8-bit' in note
+
+
+def test_read_image_errors_name_the_file(images, tmp_path):
+    with pytest.raises(ImageReadError, match='image not found: .*missing.jpg'):
+        read_image_bgr(str(tmp_path / 'missing.jpg'))
+    broken = str(images['rgb'].parent / 'broken.jpg')
+    with pytest.raises(ImageReadError, match=f'cannot read image {broken}'):
+        read_image_bgr(broken)
+
+
+# --------------------------------------------------------------------------------------- tools/infer.py
+def test_infer_detector_any_image(trained, images, tmp_path):
+    work = trained[0]
+    out = tmp_path / 'det_out'
+    ckpt = work / f'epoch_{MINI_EPOCHS}.pth'
+    inputs = [images['rgb'], images['gray'], images['rgba'], images['gray16']]
+    proc = run_tool('tools/infer.py', 'configs/det/ssdlite_emo_1m.py', ckpt, *inputs, '--out-dir', out,
+                    '--score-thr', '0.3', '--mini', timeout=300)
+    for path in inputs:
+        pic = out / (path.stem + '.jpg')
+        assert pic.is_file(), proc.stdout
+        assert str(pic) in proc.stdout
+        src = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert cv2.imread(str(pic)).shape[:2] == src.shape[:2]  # drawn on the input, same size
+    assert 'grayscale -> BGR' in proc.stdout and 'BGRA -> BGR (alpha dropped)' in proc.stdout
+
+
+def test_infer_draws_boxes_on_mini_val(trained, tmp_path):
+    """On a mini COCO val image the trained model finds objects and draws them (the picture changes)."""
+    work = trained[0]
+    val = sorted((ROOT / 'data' / 'mini' / 'coco' / 'val2017').glob('*.jpg'))[:2]
+    out = tmp_path / 'val_out'
+    proc = run_tool('tools/infer.py', 'configs/det/ssdlite_emo_1m.py', work / f'epoch_{MINI_EPOCHS}.pth', *val,
+                    '--out-dir', out, '--mini', '--score-thr', '0.02', timeout=300)  # 3 CPU epochs: low scores
+    counts = [int(n) for n in re.findall(r': (\d+) boxes with score', proc.stdout)]
+    assert len(counts) == 2 and sum(counts) >= 1, proc.stdout
+    for path, n in zip(val, counts):
+        drawn = cv2.imread(str(out / (path.stem + '.jpg'))).astype(np.int16)
+        orig = cv2.imread(str(path)).astype(np.int16)
+        if n:
+            assert np.abs(drawn - orig).mean() > 0.5  # boxes and labels were drawn
+
+
+def test_infer_missing_or_broken_image_is_a_clear_error(images, tmp_path):
+    missing = tmp_path / 'nope.png'
+    proc = run_tool('tools/infer.py', 'configs/det/ssdlite_emo_1m.py', 'none', images['rgb'], missing,
+                    '--out-dir', tmp_path / 'x', check=False, timeout=300)
+    assert proc.returncode != 0 and f'image not found: {missing}' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    broken = images['rgb'].parent / 'broken.jpg'
+    proc = run_tool('tools/infer.py', 'configs/det/ssdlite_emo_1m.py', 'none', broken,
+                    '--out-dir', tmp_path / 'x', check=False, timeout=300)
+    assert proc.returncode != 0 and f'cannot read image {broken}' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_infer_segmentor(images, tmp_path):
+    """A segmentor config: colour overlay per input (random weights saved as a plain checkpoint)."""
+    seg_cfgs = sorted((ROOT / 'configs' / 'seg').glob('deeplabv3_emo_1m*.py'))
+    if not seg_cfgs:
+        pytest.skip('no configs/seg/deeplabv3_emo_1m*.py')
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    import mmseg.models  # noqa: F401
+    cfg = Config.fromfile(str(seg_cfgs[0]))
+    cfg.model.backbone.init_cfg = None
+    cfg.model.pop('pretrained', None)
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    ckpt = tmp_path / 'seg_random.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    out = tmp_path / 'seg_out'
+    inputs = [images['rgb'], images['gray'], images['rgba']]
+    proc = run_tool('tools/infer.py', seg_cfgs[0], ckpt, *inputs, '--out-dir', out, timeout=300)
+    for path in inputs:
+        pic = out / (path.stem + '.jpg')
+        assert pic.is_file(), proc.stdout
+        assert cv2.imread(str(pic)).shape[:2] == cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape[:2]
+    assert 'classes:' in proc.stdout
+
+
+# ---------------------------------------------------------------------------------- tools/results_table.py
+def test_results_table_parses_finished_work_dir(trained):
+    work = trained[0]
+    res = read_work_dir(str(work))
+    assert res.ok, res.problem
+    assert res.codebase == 'mmdet' and res.step == MINI_EPOCHS and res.max_step == MINI_EPOCHS
+    assert set(res.metrics) == {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'}
+    pub = load_metafile(str(ROOT / 'configs' / 'det' / 'metafile.yml'))['ssdlite_emo_1m']
+    proc = run_tool('tools/results_table.py', work, timeout=300)
+    row = next(ln for ln in proc.stdout.splitlines() if ln.startswith('| ssdlite_emo_1m'))
+    ap = res.metrics['AP']
+    assert f'{ap:.1f} ({pub.metrics["AP"]:.1f}, {ap - pub.metrics["AP"]:+.1f})' in row, proc.stdout
+    assert '(2.30, ' in row  # published params 2.3 M, ours beside it
+    assert 'Params (M)' in proc.stdout and 'APl' in proc.stdout
+
+
+def test_results_table_unfinished_work_dir(tmp_path):
+    """A work dir whose run never evaluated gets a clear line (and exit 1 when nothing has a result)."""
+    work = tmp_path / 'ssdlite_emo_2m'
+    (work / '20260101_000000' / 'vis_data').mkdir(parents=True)
+    (work / 'ssdlite_emo_2m.py').write_text((ROOT / 'configs' / 'det' / 'ssdlite_emo_2m.py').read_text()
+                                            .replace("'./_base_/", f"'{ROOT}/configs/det/_base_/"))
+    lines = [{'lr': 1e-3, 'loss': 5.0, 'epoch': 1, 'iter': 10, 'step': 10}]
+    (work / '20260101_000000' / 'vis_data' / 'scalars.json').write_text(
+        '\n'.join(json.dumps(x) for x in lines) + '\n')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    proc = run_tool('tools/results_table.py', work, empty, '--no-complexity', check=False, timeout=120)
+    assert proc.returncode == 1
+    assert f'{work}: no result: no finished evaluation in the logs' in proc.stdout
+    assert f'{empty}: no result: no mmengine log found' in proc.stdout
