@@ -7,7 +7,8 @@ schedule is change:
   evaluators points at the copy under ``data/mini/`` (written by ``tools/make_mini_data.py``);
 * dataset repeats are dropped, batches are capped and data loading runs in the main process;
 * the schedule is shortened to a few epochs / iterations, every scheduler's milestones are scaled with it;
-* a pretrained backbone file that does not exist is skipped (the mini run starts from scratch) with a warning;
+* a pretrained backbone file that does not exist is skipped (the mini run starts from scratch, with BatchNorm
+  statistics learning and nothing frozen: ``norm_eval=False, frozen_stages=-1``) with a warning;
 * the random seed is fixed so that runs are repeatable.
 
 ``--cfg-options`` are applied after this, so any of the above can still be overridden.
@@ -107,6 +108,12 @@ def _drop_unavailable_pretrained(model_cfg):
                 owner['init_cfg'] = [i for i in owner['init_cfg'] if i is not init]
             else:
                 owner['init_cfg'] = None
+            # norm_eval and frozen_stages exist to keep pretrained weights; a random backbone would keep
+            # its 0/1 BN statistics (and frozen random stages) forever and barely learn
+            if owner.get('norm_eval'):
+                owner['norm_eval'] = False
+            if owner.get('frozen_stages', -1) >= 0:
+                owner['frozen_stages'] = -1
     # mmseg's EncoderDecoder copies model.pretrained (often a URL in stock configs) into the backbone.
     if isinstance(model_cfg.get('pretrained'), str) and not osp.isfile(model_cfg['pretrained']):
         warnings.warn(f"--mini: model.pretrained {model_cfg['pretrained']} not available locally; ignored.")

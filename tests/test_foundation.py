@@ -155,6 +155,15 @@ def test_apply_mini_keeps_model_and_pipeline():
     assert (warmup.by_epoch, warmup.end) == (False, round(500 * 2 / 120))
 
 
+def test_apply_mini_trains_missing_pretrained_backbone_from_scratch(tmp_path):
+    cfg = Config.fromfile(str(ROOT / 'configs/det/ssdlite_emo_1m.py'))
+    assert cfg.model.backbone.norm_eval and cfg.model.backbone.init_cfg.type == 'Pretrained'
+    cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'not_converted_yet.pth')
+    with pytest.warns(UserWarning, match='starts from scratch'):
+        apply_mini(cfg, 'mmdet')
+    assert cfg.model.backbone.init_cfg is None and cfg.model.backbone.norm_eval is False
+
+
 def test_preflight_names_missing_dataset(tmp_path):
     cfg = Config.fromfile(resolve_config_path(SSD_STOCK))
     cfg.train_dataloader.dataset.dataset.data_root = str(tmp_path / 'nowhere') + '/'
