@@ -357,3 +357,26 @@ def test_sdpa_scale_is_dim_head():
         ref = irmb_reference(block, x)
         block.switch_to_deploy()
         torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('cls', [EMO, EMOv2])
+def test_deploy_in_place_ops_are_safe(cls):
+    """Deploy uses in-place activations and residual sums: the input and every returned feature map must
+    stay untouched, and train() after switch_to_deploy falls back to the out-of-place path."""
+    torch.manual_seed(0)
+    model = randomize(cls('1m', out_indices=(0, 1, 2, 3, 4))).eval()
+    model.switch_to_deploy()
+    x = torch.randn(2, 3, 64, 64)
+    x_copy = x.clone()
+    with torch.no_grad():
+        outs = model(x)
+        copies = [o.clone() for o in outs]
+        again = model(x)
+    assert torch.equal(x, x_copy)
+    for o, c, a in zip(outs, copies, again):
+        assert torch.equal(o, c) and torch.equal(o, a)
+    acts = [m.act for m in model.modules() if type(m).__name__ == 'ConvNormAct' and isinstance(m.act, nn.SiLU)]
+    assert acts and all(a.inplace for a in acts)
+    model.train()
+    out = model(x)  # autograd path still works after deploy (in-place SiLU on fresh conv outputs)
+    sum(o.sum() for o in out).backward()

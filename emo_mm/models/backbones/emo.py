@@ -77,9 +77,19 @@ class IRMB(nn.Module):
                         self.attn_drop if self.training else 0., use_sdpa=self.deploy)
         else:
             x = self.v(x)
+        if self.deploy and not self.training:
+            return self._forward_deploy_tail(x, shortcut)
         x = x + self.se(self.conv_local(x)) if self.has_skip else self.se(self.conv_local(x))
         x = self.proj(self.proj_drop(x))
         return shortcut + self.drop_path(x) if self.has_skip else x
+
+    def _forward_deploy_tail(self, x, shortcut):
+        """Eval-only tail of :meth:`forward`: same sums, accumulated in place into the fresh outputs of
+        ``conv_local``/``se`` and ``proj`` (dropout and drop path are identities in eval), which saves two
+        full-size allocations per block."""
+        y = self.se(self.conv_local(x))
+        x = self.proj(y.add_(x) if self.has_skip else y)
+        return x.add_(shortcut) if self.has_skip else x
 
     def switch_to_deploy(self):
         """Fold a pre-norm BatchNorm into the following 1x1 ``v`` conv (exact: no padding in between;

@@ -110,10 +110,15 @@ class ConvNormAct(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
     def switch_to_deploy(self):
-        """Fold a BatchNorm into the conv (no-op for other norms, idempotent)."""
+        """Fold a BatchNorm into the conv (no-op for other norms, idempotent) and make the activation
+        in-place: it always acts on the fresh conv (or norm) output, and reusing that buffer instead of
+        allocating a second one matters on CPU, where a large free buffer (e.g. EMO stage 1's 96x112x112
+        map) goes back to the OS and every fresh one costs page faults."""
         if isinstance(self.norm, nn.BatchNorm2d):
             self.conv = fold_bn_into_conv(self.conv, self.norm)
             self.norm = nn.Identity()
+        if hasattr(self.act, 'inplace'):  # SiLU / ReLU (GELU has no in-place form)
+            self.act.inplace = True
 
 
 class SqueezeExcite(nn.Module):
@@ -198,7 +203,10 @@ def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False,
     B, C, H, W = x.shape
     wh, ww = (window_size, window_size) if window_size > 0 else (H, W)
     pad_r, pad_b = (ww - W % ww) % ww, (wh - H % wh) % wh
-    if pad_r or pad_b:
+    # When tracing (ONNX export) always pad and crop: a Python `if` on the sizes would freeze the
+    # export-size decision into the graph and break dynamic height/width.
+    padded = bool(pad_r or pad_b) or torch.jit.is_tracing()
+    if padded:
         x = F.pad(x, (0, pad_r, 0, pad_b))
     size = (H + pad_b, W + pad_r)
     qk_map = qk(x)
@@ -217,7 +225,7 @@ def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False,
             o = attn @ val
         o = window_reverse(o, B, size, (wh, ww), mode)
         out = o if out is None else out + o
-    if pad_r or pad_b:
+    if padded:
         out = out[:, :, :H, :W]
     if attn_pre:
         out = v(out)  # 1x1 conv + act: pointwise, so applying it after un-partition and crop is exact

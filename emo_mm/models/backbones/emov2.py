@@ -73,13 +73,23 @@ class I2RMB(nn.Module):
         self.proj = ConvNormAct(dim_mid, dim_out, 1)
         self.ls = LayerScale2d(dim_out, ls_value)
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+        self.deploy = False
 
     def forward(self, x):
         shortcut = x
         x = self.eops[0](self.norm(x))
+        if self.deploy and not self.training:
+            return self._forward_deploy_tail(x, shortcut)
         x = x + self.conv_local(x) if self.has_skip else self.conv_local(x)
         x = self.ls(self.proj(self.proj_drop(x)))
         return shortcut + self.drop_path(x) if self.has_skip else x
+
+    def _forward_deploy_tail(self, x, shortcut):
+        """Eval-only tail of :meth:`forward` (layer scale folded into ``proj``): same sums, accumulated in
+        place into the fresh outputs of ``conv_local`` and ``proj``, saving two full-size allocations."""
+        y = self.conv_local(x)
+        x = self.proj(y.add_(x) if self.has_skip else y)
+        return x.add_(shortcut) if self.has_skip else x
 
     def switch_to_deploy(self):
         """Fold a pre-norm BatchNorm into a following 1x1 conv eop (exact: no padding in between) and the
@@ -95,6 +105,7 @@ class I2RMB(nn.Module):
             if self.proj.conv.bias is not None:
                 self.proj.conv.bias.data.mul_(self.ls.gamma.data.reshape(-1))
             self.ls = nn.Identity()
+        self.deploy = True
 
 
 @register_model
