@@ -4,6 +4,10 @@
     python tools/test.py CONFIG CKPT --mini --show-dir vis --out preds.pkl
 """
 import argparse
+import warnings
+
+# mmengine 0.10.7 imports pkg_resources at import time; the deprecation notice is not the user's business
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import emo_mm  # noqa: F401  (registers models, activates the compatibility layer)
 from emo_mm.codebase import configure_seg_out, enable_dump, enable_show_dir

@@ -5,6 +5,10 @@
     python tools/train.py CONFIG --resume [CKPT] --amp --cfg-options k=v
 """
 import argparse
+import warnings
+
+# mmengine 0.10.7 imports pkg_resources at import time; the deprecation notice is not the user's business
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import emo_mm  # noqa: F401  (registers models, activates the compatibility layer)
 from emo_mm.launch import add_common_args, build_runner, prepare_config
