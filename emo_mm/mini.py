@@ -13,7 +13,6 @@ schedule is change:
 
 ``--cfg-options`` are applied after this, so any of the above can still be overridden.
 """
-import copy
 import os.path as osp
 import re
 import warnings
@@ -82,7 +81,7 @@ def _iter_dataloaders(cfg):
             yield name, cfg[name]
 
 
-def _pretrained_files(node):
+def pretrained_init_cfgs(node):
     """Yield (owner dict, init_cfg dict) for every ``Pretrained`` init_cfg below ``node``."""
     if isinstance(node, dict):
         init = node.get('init_cfg')
@@ -92,15 +91,15 @@ def _pretrained_files(node):
                     isinstance(item.get('checkpoint'), str):
                 yield node, item
         for value in node.values():
-            yield from _pretrained_files(value)
+            yield from pretrained_init_cfgs(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _pretrained_files(value)
+            yield from pretrained_init_cfgs(value)
 
 
 def _drop_unavailable_pretrained(model_cfg):
     """Mini runs must work offline and before the official weights are converted: start from scratch."""
-    for owner, init in list(_pretrained_files(model_cfg)):
+    for owner, init in list(pretrained_init_cfgs(model_cfg)):
         if not osp.isfile(init['checkpoint']):
             warnings.warn(f"--mini: pretrained weights {init['checkpoint']} not available locally; this mini "
                           'run starts from scratch (README: converting the official weights).')
@@ -161,7 +160,3 @@ def apply_mini(cfg, codebase, mini_root=MINI_ROOT, epochs=None, iters=None):
         cfg['randomness'] = dict(seed=0)
     return cfg
 
-
-def mini_copy(cfg, codebase, **kwargs):
-    """Like :func:`apply_mini` but returns a modified deep copy."""
-    return apply_mini(copy.deepcopy(cfg), codebase, **kwargs)

@@ -6,7 +6,7 @@ stops at once with one message that says what is missing, where it is expected a
 """
 import os.path as osp
 
-from .mini import _pretrained_files
+from .mini import pretrained_init_cfgs
 
 # Dataset type -> (human name, expected layout) for the messages.
 _DATASETS = {
@@ -65,7 +65,7 @@ def pretrained_problems(cfg):
     """One message per local ``Pretrained`` checkpoint that does not exist, with the command that makes it."""
     from .models.checkpoint import convert_hint  # lazy: keeps `--help` fast
     problems = []
-    for owner, init in _pretrained_files(cfg.get('model', {})):
+    for owner, init in pretrained_init_cfgs(cfg.get('model', {})):
         path = init['checkpoint']
         if '://' not in path and not osp.isfile(path):
             problems.append(f'pretrained backbone weights not found: {path}\n  '
