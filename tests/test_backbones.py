@@ -187,11 +187,13 @@ def test_v1_remote_attention_matches_naive(batch, h, w, attn_pre):
         torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'nhwc'])
 @pytest.mark.parametrize('batch,h,w', ATTN_SIZES)
-def test_v2_hybrid_attention_matches_naive(batch, h, w):
+def test_v2_hybrid_attention_matches_naive(batch, h, w, layout):
+    """Both partitions; the output map is rebuilt in the input's memory layout (two code paths)."""
     torch.manual_seed(0)
     attn = HybridAttention(40, 120, dim_head=20, window_size=7, act='gelu').eval()
-    x = torch.randn(batch, 40, h, w)
+    x = torch.randn(batch, 40, h, w).contiguous(memory_format=layout)
     with torch.no_grad():
         ref = naive_window_attention(x, attn.qk, attn.v, attn.num_head, 7, ('remote', 'close'), False)
         torch.testing.assert_close(attn(x), ref, atol=1e-5, rtol=1e-5)
@@ -237,16 +239,20 @@ def test_window_size_leq_zero_is_one_window():
 # --------------------------------------------------------------------------------------------------
 # Deploy path
 
+@pytest.mark.parametrize('out_indices', [(0, 1, 2, 3, 4), (1, 2, 3, 4)], ids=['with_stem', 'no_stem'])
 @pytest.mark.parametrize('cls,arch', VARIANTS, ids=IDS)
-def test_deploy_equivalence(cls, arch):
+def test_deploy_equivalence(cls, arch, out_indices):
     torch.manual_seed(0)
-    model = randomize(cls(arch, out_indices=(0, 1, 2, 3, 4), window_size=3, final_norm=True)).eval()
+    model = randomize(cls(arch, out_indices=out_indices, window_size=3, final_norm=True)).eval()
     x = torch.randn(1, 3, 72, 56)
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
     with torch.no_grad():
         ref = model(x)
         model.switch_to_deploy()
         assert model.deploy
         assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+        # without a stem output, the stem's last 1x1 conv is composed into stage 1's first one
+        assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == convs - (0 not in out_indices)
         out = model(x)
         model.switch_to_deploy()  # idempotent
         again = model(x)

@@ -1,7 +1,7 @@
 """CPU throughput (images/s) of the EMO / EMOv2 classifiers and mmpretrain peers of similar size.
 
     python tools/benchmark.py [--models NAME ...] [--batch 1 16] [--sizes 224 320 512] [--threads N]
-                              [--repeats 5] [--min-time 0.3] [--quick]
+                              [--repeats 5] [--min-time 0.3] [--allocator keep|default] [--quick]
 
 Every model runs in eval mode under ``torch.inference_mode()`` in one process, EMO variants both plain and
 deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and channels_last are probed (warm-up
@@ -9,6 +9,8 @@ deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and ch
 (so that load changes on a shared machine hit all models alike), each run lasting at least ``--min-time`` s,
 and the median is reported. The table gives images/s, the layout used and the ratio to EdgeNeXt-xxsmall at
 the same batch/size. Numbers depend on the machine and on its load; they are never asserted in tests.
+By default glibc is told to keep freed memory (``--allocator keep``, process-wide, so every model alike):
+with its defaults each large activation is fresh memory and page faults dominate at batch 16.
 """
 import argparse
 import statistics
@@ -22,7 +24,8 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import torch  # noqa: E402
 
-from emo_mm.analysis import PEERS, REFERENCE_PEER, VARIANTS, build_bench_model, fastest_layout_case  # noqa: E402
+from emo_mm.analysis import (PEERS, REFERENCE_PEER, VARIANTS, build_bench_model, fastest_layout_case,  # noqa: E402
+                             keep_freed_memory)
 
 DEFAULT_MODELS = list(VARIANTS) + list(PEERS)
 QUICK_MODELS = ['EMO-1M', 'EMOv2-1M', REFERENCE_PEER]
@@ -37,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=5, help='timed repeats (median reported)')
     p.add_argument('--min-time', type=float, default=0.3, help='seconds per timed repeat (at least)')
     p.add_argument('--no-deploy', action='store_true', help='skip the deploy mode of EMO variants')
+    p.add_argument('--allocator', choices=['keep', 'default'], default='keep',
+                   help="'keep' (default): glibc keeps freed memory for reuse (no page faults on every "
+                   "large activation; see emo_mm.analysis.keep_freed_memory); 'default': glibc's defaults")
     p.add_argument('--quick', action='store_true',
                    help=f'smoke test: {QUICK_MODELS}, batch 1, size 224, 2 short repeats')
     return p.parse_args(argv)
@@ -53,8 +59,11 @@ def main(argv=None):
         models = models + [REFERENCE_PEER]
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, batches {args.batch}, sizes {args.sizes}, '
-          f'median of {args.repeats} repeats >= {args.min_time}s')
+    allocator = 'glibc defaults'
+    if args.allocator == 'keep':
+        allocator = 'freed memory kept (mallopt)' if keep_freed_memory() else 'not glibc: defaults'
+    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, allocator: {allocator}, batches {args.batch}, '
+          f'sizes {args.sizes}, median of {args.repeats} repeats >= {args.min_time}s')
 
     runs = []  # (name, mode, model, kind, params in M)
     for name in models:

@@ -157,6 +157,14 @@ class EMO(EMOBackboneBase):
         ])
         return stem, dim
 
+    def _stem_to_stage1_pointwise(self):
+        # stem iRMB ends with the linear ``proj``; stage 1's first block has no skip, and its BN norm is
+        # folded into ``v`` in deploy mode
+        first = self.stage1[0]
+        if isinstance(first.norm, nn.Identity) and isinstance(first.v, ConvNormAct):
+            return self.stage0[1], 'proj', first.v
+        return None
+
     def _make_block(self, stage, index, dim_in, dim_out, drop_path):
         s = self.settings
         first = index == 0

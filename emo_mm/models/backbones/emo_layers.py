@@ -9,6 +9,7 @@ Deploy support: every module that can fold something exposes ``switch_to_deploy(
 parts (the backbone walks all modules); the window attention can run through
 :func:`torch.nn.functional.scaled_dot_product_attention`.
 """
+import functools
 import math
 
 import torch
@@ -21,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     'DropPath', 'LayerNorm2d', 'ConvNormAct', 'SqueezeExcite', 'LayerScale2d', 'build_norm', 'build_act',
-    'fold_bn_into_conv', 'fold_affine_into_next_conv', 'bn_affine', 'window_partition', 'window_reverse',
+    'fold_bn_into_conv', 'fold_affine_into_next_conv', 'compose_pointwise_convs', 'bn_affine', 'window_partition', 'window_reverse',
     'ew_mhsa', 'EMOBackboneBase',
 ]
 
@@ -36,7 +37,8 @@ class LayerNorm2d(nn.Module):
         self.norm = nn.LayerNorm(num_channels, eps=eps)
 
     def forward(self, x):
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        n = self.norm  # functional call: one module call less per norm (see ConvNormAct.switch_to_deploy)
+        return F.layer_norm(x.permute(0, 2, 3, 1), n.normalized_shape, n.weight, n.bias, n.eps).permute(0, 3, 1, 2)
 
 
 def build_norm(name, num_channels):
@@ -51,6 +53,9 @@ def build_norm(name, num_channels):
 
 
 _ACTS = {'silu': nn.SiLU, 'gelu': nn.GELU, 'relu': nn.ReLU, 'none': nn.Identity}
+# deploy-mode functional form of each activation module (in place where PyTorch has one)
+_DEPLOY_ACTS = {nn.SiLU: functools.partial(F.silu, inplace=True), nn.ReLU: F.relu_, nn.GELU: F.gelu,
+                nn.Identity: None}
 
 
 def build_act(name):
@@ -92,6 +97,20 @@ def fold_affine_into_next_conv(scale, shift, conv):
     return fused
 
 
+@torch.no_grad()
+def compose_pointwise_convs(first, second):
+    """Return one Conv2d equal to ``second(first(x))`` for two 1x1, stride-1, unpadded, ungrouped convs."""
+    for conv in (first, second):
+        assert conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
+    w1, w2 = first.weight[:, :, 0, 0], second.weight[:, :, 0, 0]
+    fused = nn.Conv2d(first.in_channels, second.out_channels, 1, bias=True).to(w2.device, w2.dtype)
+    fused.weight.copy_((w2 @ w1)[:, :, None, None])
+    b1 = first.bias if first.bias is not None else torch.zeros(first.out_channels, device=w1.device)
+    b2 = second.bias if second.bias is not None else torch.zeros(second.out_channels, device=w2.device)
+    fused.bias.copy_(w2 @ b1 + b2)
+    return fused
+
+
 class ConvNormAct(nn.Module):
     """Conv2d -> norm -> act with the official padding ``ceil(((k - 1) * dilation + 1 - stride) / 2)``.
 
@@ -105,20 +124,30 @@ class ConvNormAct(nn.Module):
         self.conv = nn.Conv2d(dim_in, dim_out, kernel_size, stride, padding, dilation, groups, bias=bias)
         self.norm = build_norm(norm, dim_out)
         self.act = build_act(act)
+        self.fused = False  # deploy: norm folded, forward = F.conv2d + ``fused_act``
+        self.fused_act = None
 
     def forward(self, x):
+        if self.fused:
+            # one module call instead of three: at batch 1 the per-call overhead of EMO's ~60 convs is
+            # several percent of the forward time
+            c = self.conv
+            x = F.conv2d(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
+            return x if self.fused_act is None else self.fused_act(x)
         return self.act(self.norm(self.conv(x)))
 
     def switch_to_deploy(self):
-        """Fold a BatchNorm into the conv (no-op for other norms, idempotent) and make the activation
-        in-place: it always acts on the fresh conv (or norm) output, and reusing that buffer instead of
-        allocating a second one matters on CPU, where a large free buffer (e.g. EMO stage 1's 96x112x112
-        map) goes back to the OS and every fresh one costs page faults."""
+        """Fold a BatchNorm into the conv (no-op for other norms, idempotent) and run the activation
+        in place: it always acts on the fresh conv output, and reusing that buffer instead of allocating
+        a second one matters on CPU, where a large free buffer (e.g. EMO stage 1's 96x112x112 map) goes
+        back to the OS and every fresh one costs page faults."""
         if isinstance(self.norm, nn.BatchNorm2d):
             self.conv = fold_bn_into_conv(self.conv, self.norm)
             self.norm = nn.Identity()
         if hasattr(self.act, 'inplace'):  # SiLU / ReLU (GELU has no in-place form)
             self.act.inplace = True
+        if isinstance(self.norm, nn.Identity):
+            self.fused, self.fused_act = True, _DEPLOY_ACTS[type(self.act)]
 
 
 class SqueezeExcite(nn.Module):
@@ -173,13 +202,20 @@ def window_partition(x, window, num_heads, mode, chunks=1):
     return x.reshape(chunks, B * n1 * n2, num_heads, wh * ww, d)
 
 
-def window_reverse(x, batch, size, window, mode):
-    """Inverse of :func:`window_partition` for one chunk: (B*n1*n2, heads, wh*ww, d) -> (B, heads*d, H, W)."""
+def window_reverse(x, batch, size, window, mode, channels_last=False):
+    """Inverse of :func:`window_partition` for one chunk: (B*n1*n2, heads, wh*ww, d) -> (B, heads*d, H, W).
+
+    ``channels_last``: write the map in NHWC memory order (returned as an NCHW view, like a channels_last
+    tensor); the copy then moves runs of ``d`` contiguous values, 4-6x faster than gathering NCHW planes.
+    """
     H, W = size
     wh, ww = window
     n1, n2 = H // wh, W // ww
     _, heads, _, d = x.shape
     x = x.reshape(batch, n1, n2, heads, wh, ww, d)
+    if channels_last:  # -> B h1 n1 w1 n2 heads d (remote) / B n1 h1 n2 w1 heads d (close)
+        x = x.permute(0, 4, 1, 5, 2, 3, 6) if mode == 'remote' else x.permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(batch, H, W, heads * d).permute(0, 3, 1, 2)
     if mode == 'remote':  # -> B heads d h1 n1 w1 n2
         x = x.permute(0, 3, 6, 4, 1, 5, 2)
     else:  # close: -> B heads d n1 h1 n2 w1
@@ -206,6 +242,8 @@ def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False,
     # When tracing (ONNX export) always pad and crop: a Python `if` on the sizes would freeze the
     # export-size decision into the graph and break dynamic height/width.
     padded = bool(pad_r or pad_b) or torch.jit.is_tracing()
+    # keep the memory layout of the input (channels_last after a LayerNorm2d) for the output map
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
     if padded:
         x = F.pad(x, (0, pad_r, 0, pad_b))
     size = (H + pad_b, W + pad_r)
@@ -223,7 +261,7 @@ def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False,
             if attn_drop > 0:
                 attn = F.dropout(attn, attn_drop)
             o = attn @ val
-        o = window_reverse(o, B, size, (wh, ww), mode)
+        o = window_reverse(o, B, size, (wh, ww), mode, channels_last)
         out = o if out is None else out + o
     if padded:
         out = out[:, :, :H, :W]
@@ -380,12 +418,27 @@ class EMOBackboneBase(BaseModule):
         else:
             super().init_weights()
 
+    def _stem_to_stage1_pointwise(self):
+        """``(stem, index, conv)``: ``stem[index]`` is the stem's last module, a plain 1x1 ConvNormAct whose
+        output feeds ``conv`` (a 1x1 ConvNormAct of stage 1's first block) with nothing in between in
+        deploy mode; ``None`` when the architecture has no such pair."""
+        return None
+
     def switch_to_deploy(self):
         """Fold every BatchNorm (and EMOv2 layer scale) into convolutions and run attention through
-        ``scaled_dot_product_attention``. Eval-mode equivalent to the plain model; idempotent."""
+        ``scaled_dot_product_attention``. When the stem is not an output, its last 1x1 conv is composed with
+        stage 1's first 1x1 conv (one 112x112 pass less at 224). Eval-mode equivalent to the plain model;
+        idempotent."""
         if self.deploy:
             return
         for m in list(self.modules()):
             if m is not self and hasattr(m, 'switch_to_deploy'):
                 m.switch_to_deploy()
+        pair = self._stem_to_stage1_pointwise()
+        if pair is not None and 0 not in self.out_indices:
+            owner, name, nxt = pair
+            last = getattr(owner, name)
+            if last.fused and last.fused_act is None and nxt.fused and nxt.conv.kernel_size == (1, 1):
+                nxt.conv = compose_pointwise_convs(last.conv, nxt.conv)
+                setattr(owner, name, nn.Identity())
         self.deploy = True

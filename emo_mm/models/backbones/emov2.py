@@ -145,6 +145,14 @@ class EMOv2(EMOBackboneBase):
         ])
         return stem, dim
 
+    def _stem_to_stage1_pointwise(self):
+        # the stem ends with a plain 1x1 conv; stage 1's first block has no skip, and its BN norm is folded
+        # into the 1x1 eop in deploy mode
+        first = self.stage1[0]
+        if isinstance(first.norm, nn.Identity) and isinstance(first.eops[0], ConvEop):
+            return self.stage0, '2', first.eops[0].net
+        return None
+
     def _make_block(self, stage, index, dim_in, dim_out, drop_path):
         s = self.settings
         first = index == 0
