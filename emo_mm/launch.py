@@ -39,6 +39,10 @@ def resolve_config_path(path):
     return osp.join(osp.dirname(module.__file__), '.mim', 'configs', relative)
 
 
+def _positive_int(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def prepare_config(args, tool, loaders):
     """Load ``args.config`` and apply --mini, --cfg-options, --work-dir, launcher; run the preflight checks.
 
@@ -51,7 +55,11 @@ def prepare_config(args, tool, loaders):
     cfg = Config.fromfile(path)
     codebase = codebase_of(cfg)
     if args.mini:
-        apply_mini(cfg, codebase)
+        # a schedule length given with --cfg-options is the one the mini schedulers are scaled to (a bare
+        # override after apply_mini would leave e.g. the cosine ending at the 2nd of 12 epochs)
+        opts = args.cfg_options or {}
+        apply_mini(cfg, codebase, epochs=_positive_int(opts.get('train_cfg.max_epochs')),
+                   iters=_positive_int(opts.get('train_cfg.max_iters')))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher

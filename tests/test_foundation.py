@@ -155,6 +155,23 @@ def test_apply_mini_keeps_model_and_pipeline():
     assert (warmup.by_epoch, warmup.end) == (False, round(500 * 2 / 120))
 
 
+def test_mini_schedule_follows_length_given_in_cfg_options(mini_data):
+    """``--mini --cfg-options train_cfg.max_epochs=N``: the schedulers are scaled to N epochs, not to the
+    default 2 (the cosine would end at epoch 2 and leave the remaining epochs at half the learning rate)."""
+    import argparse
+    from emo_mm.launch import add_common_args, prepare_config
+    parser = argparse.ArgumentParser()
+    parser.add_argument('config')
+    add_common_args(parser)
+    for options, epochs in (([], 2), (['train_cfg.max_epochs=6'], 6)):
+        args = parser.parse_args([SSD_STOCK, '--mini', *(['--cfg-options', *options] if options else [])])
+        cfg, _ = prepare_config(args, 'tools/train.py', ('train_dataloader', 'val_dataloader'))
+        warmup, cosine = cfg.param_scheduler
+        assert cfg.train_cfg.max_epochs == epochs
+        assert (cosine.begin, cosine.end, cosine.T_max) == (0, epochs, epochs)
+        assert warmup.end == round(500 * epochs / 120)
+
+
 def test_apply_mini_trains_missing_pretrained_backbone_from_scratch(tmp_path):
     cfg = Config.fromfile(str(ROOT / 'configs/det/ssdlite_emo_1m.py'))
     assert cfg.model.backbone.norm_eval and cfg.model.backbone.init_cfg.type == 'Pretrained'
