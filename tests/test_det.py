@@ -240,7 +240,9 @@ def _mmcv1_flops(model, x):
         affine = getattr(m, 'affine', getattr(m, 'elementwise_affine', False))
         total[0] += i[0].numel() * (2 if affine else 1)
 
+    from emo_mm.models.backbones.emo_layers import LayerNorm2d  # calls F.layer_norm: hook the wrapper
     rules = [(nn.Conv2d, conv), (nn.modules.batchnorm._BatchNorm, norm), (nn.GroupNorm, norm), (nn.LayerNorm, norm),
+             (LayerNorm2d, lambda m, i, o: norm(m.norm, i, o)),
              ((nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU), lambda m, i, o: total.__setitem__(
                  0, total[0] + o.numel())),
              (nn.Linear, lambda m, i, o: total.__setitem__(0, total[0] + i[0].numel() * o.shape[-1])),
@@ -316,11 +318,12 @@ def test_train_without_coco_says_where_coco_is_expected(tmp_path):
 # SSDLite-EMO-1M from scratch on mini COCO (160 train / 40 val images, 5 classes of shapes), seed 0, the
 # config's model and pipeline unchanged. Measured figures: configs/det/README.md ("Mini COCO check").
 MINI_EPOCHS = 3
-# Measured (seed 0, OMP_NUM_THREADS=1, ~90 s of training; two runs identical): untrained 0.000 (no box above
-# the config's score threshold), bbox mAP after epochs 1 / 2 / 3: - / 0.000 / 0.003 (AP50 0.012). From
-# scratch, EMO's window attention keeps SSDLite-EMO near zero for hundreds of iterations (configs/det/README.md,
-# "Mini COCO check"): this only checks that the trained model places some correct boxes.
-MIN_TRAINED_MAP = 0.001
+# Measured (seed 0, OMP_NUM_THREADS=1, ~90 s of training; two runs identical): total loss 20.6 -> 14.3 (first /
+# last logged), untrained bbox mAP 0.000 (no box above the config's score threshold), after epochs 2 / 3:
+# 0.000 / 0.003 (AP50 0.012). From scratch, EMO's window attention keeps SSDLite-EMO's mAP near zero for
+# hundreds of iterations (configs/det/README.md, "Mini COCO check"), so the test asserts what holds: the loss
+# falls by at least MIN_LOSS_DROP and the final mAP is above the untrained model's.
+MIN_LOSS_DROP = 0.2
 
 
 def _untrained_map(tmp_path):
