@@ -62,8 +62,8 @@ def main(argv=None):
     allocator = 'glibc defaults'
     if args.allocator == 'keep':
         allocator = 'freed memory kept (mallopt)' if keep_freed_memory() else 'not glibc: defaults'
-    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, allocator: {allocator}, batches {args.batch}, '
-          f'sizes {args.sizes}, median of {args.repeats} repeats >= {args.min_time}s')
+    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, allocator: {allocator}, '
+          f'batches {args.batch}, sizes {args.sizes}, median of {args.repeats} repeats >= {args.min_time}s')
 
     runs = []  # (name, mode, model, kind, params in M)
     for name in models:

@@ -22,8 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     'DropPath', 'LayerNorm2d', 'ConvNormAct', 'SqueezeExcite', 'LayerScale2d', 'build_norm', 'build_act',
-    'fold_bn_into_conv', 'fold_affine_into_next_conv', 'compose_pointwise_convs', 'bn_affine', 'window_partition', 'window_reverse',
-    'ew_mhsa', 'EMOBackboneBase',
+    'fold_bn_into_conv', 'fold_affine_into_next_conv', 'compose_pointwise_convs', 'bn_affine', 'window_partition',
+    'window_reverse', 'ew_mhsa', 'EMOBackboneBase',
 ]
 
 EPS = 1e-6  # official eps for both BatchNorm2d and LayerNorm2d
@@ -37,7 +37,7 @@ class LayerNorm2d(nn.Module):
         self.norm = nn.LayerNorm(num_channels, eps=eps)
 
     def forward(self, x):
-        n = self.norm  # functional call: one module call less per norm (see ConvNormAct.switch_to_deploy)
+        n = self.norm  # functional call: one module call less per norm (see ConvNormAct.forward)
         return F.layer_norm(x.permute(0, 2, 3, 1), n.normalized_shape, n.weight, n.bias, n.eps).permute(0, 3, 1, 2)
 
 
@@ -71,6 +71,11 @@ def bn_affine(bn):
     return scale, bn.bias - bn.running_mean * scale
 
 
+def _bias_or_zeros(conv):
+    """``conv.bias``, or zeros of the output width when the conv has none."""
+    return conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
+
+
 @torch.no_grad()
 def fold_bn_into_conv(conv, bn):
     """Return a Conv2d with bias equal to ``bn(conv(x))`` (eval-mode statistics)."""
@@ -79,8 +84,7 @@ def fold_bn_into_conv(conv, bn):
                       conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
     fused = fused.to(conv.weight.device, conv.weight.dtype)
     fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
-    fused.bias.copy_(bias * scale + shift)
+    fused.bias.copy_(_bias_or_zeros(conv) * scale + shift)
     return fused
 
 
@@ -92,8 +96,7 @@ def fold_affine_into_next_conv(scale, shift, conv):
     fused = fused.to(conv.weight.device, conv.weight.dtype)
     weight = conv.weight[:, :, 0, 0]
     fused.weight.copy_((weight * scale.reshape(1, -1))[:, :, None, None])
-    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=weight.device)
-    fused.bias.copy_(bias + weight @ shift)
+    fused.bias.copy_(_bias_or_zeros(conv) + weight @ shift)
     return fused
 
 
@@ -105,9 +108,7 @@ def compose_pointwise_convs(first, second):
     w1, w2 = first.weight[:, :, 0, 0], second.weight[:, :, 0, 0]
     fused = nn.Conv2d(first.in_channels, second.out_channels, 1, bias=True).to(w2.device, w2.dtype)
     fused.weight.copy_((w2 @ w1)[:, :, None, None])
-    b1 = first.bias if first.bias is not None else torch.zeros(first.out_channels, device=w1.device)
-    b2 = second.bias if second.bias is not None else torch.zeros(second.out_channels, device=w2.device)
-    fused.bias.copy_(w2 @ b1 + b2)
+    fused.bias.copy_(w2 @ _bias_or_zeros(first) + _bias_or_zeros(second))
     return fused
 
 
