@@ -1,11 +1,12 @@
 """EMO / EMOv2 backbones: structure, parameter counts, attention numerics, deploy path, training options."""
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn as nn
 
-from emo_mm.models.backbones import EMO, EMOv2
+from emo_mm.models.backbones import EMO, EMOv2, emo_layers
 from emo_mm.models.backbones.emo import IRMB
 from emo_mm.models.backbones.emov2 import HybridAttention
 from emo_mm.registry import MODELS
@@ -365,14 +366,16 @@ def test_sdpa_scale_is_dim_head():
         torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'nhwc'])
 @pytest.mark.parametrize('cls', [EMO, EMOv2])
-def test_deploy_in_place_ops_are_safe(cls):
+def test_deploy_in_place_ops_are_safe(cls, layout):
     """Deploy uses in-place activations and residual sums: the input and every returned feature map must
-    stay untouched, and train() after switch_to_deploy falls back to the out-of-place path."""
+    stay untouched (NCHW: F.conv2d path, channels_last: oneDNN path), and train() after switch_to_deploy
+    falls back to the out-of-place path."""
     torch.manual_seed(0)
     model = randomize(cls('1m', out_indices=(0, 1, 2, 3, 4))).eval()
     model.switch_to_deploy()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=layout)
     x_copy = x.clone()
     with torch.no_grad():
         outs = model(x)
@@ -386,3 +389,73 @@ def test_deploy_in_place_ops_are_safe(cls):
     model.train()
     out = model(x)  # autograd path still works after deploy (in-place SiLU on fresh conv outputs)
     sum(o.sum() for o in out).backward()
+
+
+# --------------------------------------------------------------------------------------------------
+# Deploy on CPU through oneDNN (packed weights; 1x1 convs as linear layers)
+
+def packed_weights(model):
+    """The oneDNN weight copies a deploy model holds: (1x1 convs as linear layers, other convs)."""
+    packs = [m.packed.value for m in model.modules()
+             if isinstance(getattr(m, 'packed', None), emo_layers.PackedWeight) and m.packed.value is not None]
+    return sum(p.dim() == 2 for p in packs), sum(p.dim() == 4 for p in packs)
+
+
+def fused_convs(model):
+    return [m.conv if hasattr(m, 'act') else m.convs[0][0] for m in model.modules()
+            if isinstance(getattr(m, 'packed', None), emo_layers.PackedWeight) and m.fused]
+
+
+needs_onednn = pytest.mark.skipif(not emo_layers._ONEDNN_BUILT, reason='this PyTorch build has no oneDNN')
+
+
+@needs_onednn
+@pytest.mark.parametrize('cls', [EMO, EMOv2])
+def test_deploy_onednn_path_matches_plain(cls):
+    """Channels_last CPU inference in deploy mode runs every BN-folded conv through oneDNN (1x1 convs as
+    linear layers on the pixel x channel view, the others as convs) with the plain path's outputs, at a
+    size that needs window padding; autograd stays on F.conv2d (no weights packed), and so does NCHW input
+    until a LayerNorm hands channels_last maps to the attention stages."""
+    torch.manual_seed(0)
+    model = randomize(cls('1m', out_indices=(0, 1, 2, 3, 4), window_size=3)).eval()
+    x = torch.randn(2, 3, 72, 56).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = model(x)
+    model.switch_to_deploy()
+    out = model(x)  # grad enabled: F.conv2d
+    assert packed_weights(model) == (0, 0) and out[-1].requires_grad
+    with torch.no_grad():
+        nchw = model(x.contiguous())
+    assert not any(m.packed.value is not None for m in model.stage1.modules() if hasattr(m, 'packed'))
+    with torch.inference_mode():
+        out = model(x)
+    for r, o, n in zip(ref, out, nchw):
+        assert o.is_contiguous(memory_format=torch.channels_last)
+        assert (r - o).abs().max() <= 1e-4 and (r - n).abs().max() <= 1e-4
+    # at a size without window padding every conv sees a channels_last map
+    convs = fused_convs(model)
+    pointwise = sum(c.kernel_size == (1, 1) for c in convs)
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 96, 96).contiguous(memory_format=torch.channels_last))
+    assert packed_weights(model) == (pointwise, len(convs) - pointwise) and 0 < pointwise < len(convs)
+
+
+@needs_onednn
+def test_deploy_packed_weights_follow_weight_updates():
+    """The oneDNN weight copies are re-made when the weights change (load_state_dict, .to()), never enter the
+    state_dict, and a deep copy of a deploy model runs like the original."""
+    a, b = (randomize(EMO('1m'), seed=s).eval() for s in (0, 1))
+    for m in (a, b):
+        m.switch_to_deploy()
+        m.to(memory_format=torch.channels_last)  # weights replaced: packing must follow
+    keys = set(a.state_dict())
+    x = torch.randn(1, 3, 96, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out_a = a(x)[0]
+        assert packed_weights(a)[0] > 0 and set(a.state_dict()) == keys
+        a.load_state_dict(b.state_dict())
+        torch.testing.assert_close(a(x)[0], b(x)[0], rtol=0, atol=1e-6)
+        assert (a(x)[0] - out_a).abs().max() > 1e-2
+        clone = copy.deepcopy(a)
+        assert packed_weights(clone) == (0, 0)
+        torch.testing.assert_close(clone(x)[0], a(x)[0], rtol=0, atol=1e-6)

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from emo_mm.registry import register_model
 from .emo_layers import (ConvNormAct, DropPath, EMOBackboneBase, SqueezeExcite, bn_affine, build_norm,
-                         ew_mhsa, fold_affine_into_next_conv, fold_bn_into_conv)
+                         PackedWeight, deploy_conv, ew_mhsa, fold_affine_into_next_conv, fold_bn_into_conv)
 
 
 class MSPatchEmb(nn.Module):
@@ -18,14 +18,19 @@ class MSPatchEmb(nn.Module):
         super().__init__()
         conv = ConvNormAct(dim_in, dim_out, kernel_size, stride, bias=True, norm=norm)
         self.convs = nn.ModuleList([nn.Sequential(conv.conv, conv.norm)])
+        self.fused = False  # deploy: BN folded, forward = deploy_conv
+        self.packed = PackedWeight()
 
     def forward(self, x):
+        if self.fused:
+            return deploy_conv(x, self.convs[0][0], packed=self.packed)
         return self.convs[0](x)
 
     def switch_to_deploy(self):
         conv, *rest = self.convs[0]
         if rest and isinstance(rest[0], nn.BatchNorm2d):
             self.convs[0] = nn.Sequential(fold_bn_into_conv(conv, rest[0]))
+            self.fused = True
 
 
 class IRMB(nn.Module):

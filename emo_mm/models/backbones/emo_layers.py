@@ -22,8 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     'DropPath', 'LayerNorm2d', 'ConvNormAct', 'SqueezeExcite', 'LayerScale2d', 'build_norm', 'build_act',
-    'fold_bn_into_conv', 'fold_affine_into_next_conv', 'compose_pointwise_convs', 'bn_affine', 'window_partition',
-    'window_reverse', 'ew_mhsa', 'EMOBackboneBase',
+    'fold_bn_into_conv', 'fold_affine_into_next_conv', 'compose_pointwise_convs', 'bn_affine', 'deploy_conv',
+    'onednn_conv_usable', 'PackedWeight', 'window_partition', 'window_reverse', 'ew_mhsa', 'EMOBackboneBase',
 ]
 
 EPS = 1e-6  # official eps for both BatchNorm2d and LayerNorm2d
@@ -54,8 +54,7 @@ def build_norm(name, num_channels):
 
 _ACTS = {'silu': nn.SiLU, 'gelu': nn.GELU, 'relu': nn.ReLU, 'none': nn.Identity}
 # deploy-mode functional form of each activation module (in place where PyTorch has one)
-_DEPLOY_ACTS = {nn.SiLU: functools.partial(F.silu, inplace=True), nn.ReLU: F.relu_, nn.GELU: F.gelu,
-                nn.Identity: None}
+_DEPLOY_ACTS = {nn.SiLU: functools.partial(F.silu, inplace=True), nn.ReLU: F.relu_, nn.GELU: F.gelu}
 
 
 def build_act(name):
@@ -112,6 +111,105 @@ def compose_pointwise_convs(first, second):
     return fused
 
 
+# --------------------------------------------------------------------------------------------------
+# Deploy convolutions on CPU
+#
+# Where a batch-1 forward loses time on CPU: F.conv2d hands oneDNN a plain OIHW weight that oneDNN reorders
+# to its blocked layout on every call, and each oneDNN convolution call costs ~30-40 us of setup, more than
+# most of EMO's ~60 small convs compute. In deploy mode (inference only) each conv keeps a copy of its weight
+# in oneDNN's layout, made once (:class:`PackedWeight`); a 1x1 conv on a channels_last map runs as a oneDNN
+# linear layer on the (pixels, channels) view of the same memory (``torch.ops.mkldnn._linear_pointwise``,
+# a fraction of the setup cost), every other conv as ``torch.ops.mkldnn._convolution_pointwise``, both with
+# the activation as a oneDNN post-op: the ops TorchInductor's CPU backend emits for conv/linear + activation.
+# Every case they do not cover takes F.conv2d: non-CPU or non-fp32 tensors, NCHW input (the oneDNN path
+# returns channels_last), autograd, tracing (ONNX export), torch.compile, PyTorch builds without oneDNN.
+
+_MKLDNN_OPS = getattr(torch.ops, 'mkldnn', None)
+_CONV_OP = getattr(_MKLDNN_OPS, '_convolution_pointwise', None)
+_LINEAR_OP = getattr(_MKLDNN_OPS, '_linear_pointwise', None)
+_REORDER_CONV = getattr(torch._C._nn, 'mkldnn_reorder_conv2d_weight', None)
+_REORDER_LINEAR = getattr(_MKLDNN_OPS, '_reorder_linear_weight', None)
+_ONEDNN_BUILT = (None not in (_CONV_OP, _LINEAR_OP, _REORDER_CONV, _REORDER_LINEAR)
+                 and torch.backends.mkldnn.is_available())
+
+
+def _onednn_post_op(act):
+    """``(attr, algorithm)`` of an activation module (or None) as a oneDNN post-op; None if it has none."""
+    if act is None or isinstance(act, nn.Identity):
+        return 'none', ''
+    if isinstance(act, nn.SiLU):
+        return 'swish', ''
+    if isinstance(act, nn.ReLU):
+        return 'relu', ''
+    if isinstance(act, nn.GELU):
+        return 'gelu', act.approximate  # 'none' (exact erf) or 'tanh'
+    return None
+
+
+def onednn_conv_usable(x):
+    """Whether a deploy conv may run ``x`` through the oneDNN path (see the comment above)."""
+    return (_ONEDNN_BUILT and x.is_cpu and x.dtype == torch.float32 and x.dim() == 4
+            and not torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last)
+            and torch.backends.mkldnn.enabled and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
+def _is_pointwise(conv):
+    return conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
+
+
+class PackedWeight:
+    """A conv weight in oneDNN's layout (for the linear op if the conv is 1x1, else the conv op), re-made
+    when the weight tensor or its contents change.
+
+    Held by the module that owns the conv; never copied or pickled (``copy.deepcopy`` and ``torch.save`` of
+    the module get an empty one), so checkpoints and state_dicts are unaffected.
+    """
+    __slots__ = ('key', 'value')
+
+    def __init__(self):
+        self.key = self.value = None
+
+    def __reduce__(self):
+        return PackedWeight, ()
+
+    def get(self, conv, x):
+        weight = conv.weight
+        # _version counts in-place updates (load_state_dict); weights made under inference_mode have none,
+        # so their copy is re-made on every call
+        key = None if weight.is_inference() else (id(weight), weight.data_ptr(), weight._version)
+        if key is None or key != self.key:
+            w = weight.detach()
+            if _is_pointwise(conv):
+                self.value = _REORDER_LINEAR(w.flatten(1), x.shape[0] * x.shape[2] * x.shape[3])
+            else:
+                self.value = _REORDER_CONV(w.to_mkldnn(), list(conv.padding), list(conv.stride),
+                                           list(conv.dilation), conv.groups, list(x.shape))
+            self.key = key
+        return self.value
+
+
+def deploy_conv(x, conv, act=None, packed=None):
+    """``act(conv(x))`` for a BN-folded deploy conv (``act``: activation module or None).
+
+    With a :class:`PackedWeight` ``packed``, runs the oneDNN path where it applies (see above); otherwise
+    F.conv2d with the activation in place on the fresh conv output.
+    """
+    post_op = _onednn_post_op(act)
+    if packed is not None and post_op is not None and onednn_conv_usable(x):
+        weight = packed.get(conv, x)
+        if _is_pointwise(conv):
+            B, C, H, W = x.shape
+            tokens = x.permute(0, 2, 3, 1).reshape(-1, C)  # a view: x is channels_last
+            y = _LINEAR_OP(tokens, weight, conv.bias, post_op[0], [], post_op[1])
+            return y.view(B, H, W, -1).permute(0, 3, 1, 2)
+        return _CONV_OP(x, weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+                        conv.groups, post_op[0], [], post_op[1])
+    x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if act is None or isinstance(act, nn.Identity):
+        return x
+    return _DEPLOY_ACTS.get(type(act), act)(x)
+
+
 class ConvNormAct(nn.Module):
     """Conv2d -> norm -> act with the official padding ``ceil(((k - 1) * dilation + 1 - stride) / 2)``.
 
@@ -125,16 +223,12 @@ class ConvNormAct(nn.Module):
         self.conv = nn.Conv2d(dim_in, dim_out, kernel_size, stride, padding, dilation, groups, bias=bias)
         self.norm = build_norm(norm, dim_out)
         self.act = build_act(act)
-        self.fused = False  # deploy: norm folded, forward = F.conv2d + ``fused_act``
-        self.fused_act = None
+        self.fused = False  # deploy: norm folded, forward = deploy_conv (one call instead of three modules)
+        self.packed = PackedWeight()
 
     def forward(self, x):
         if self.fused:
-            # one module call instead of three: at batch 1 the per-call overhead of EMO's ~60 convs is
-            # several percent of the forward time
-            c = self.conv
-            x = F.conv2d(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
-            return x if self.fused_act is None else self.fused_act(x)
+            return deploy_conv(x, self.conv, self.act, self.packed)
         return self.act(self.norm(self.conv(x)))
 
     def switch_to_deploy(self):
@@ -148,7 +242,7 @@ class ConvNormAct(nn.Module):
         if hasattr(self.act, 'inplace'):  # SiLU / ReLU (GELU has no in-place form)
             self.act.inplace = True
         if isinstance(self.norm, nn.Identity):
-            self.fused, self.fused_act = True, _DEPLOY_ACTS[type(self.act)]
+            self.fused = True
 
 
 class SqueezeExcite(nn.Module):
@@ -428,8 +522,9 @@ class EMOBackboneBase(BaseModule):
     def switch_to_deploy(self):
         """Fold every BatchNorm (and EMOv2 layer scale) into convolutions and run attention through
         ``scaled_dot_product_attention``. When the stem is not an output, its last 1x1 conv is composed with
-        stage 1's first 1x1 conv (one 112x112 pass less at 224). Eval-mode equivalent to the plain model;
-        idempotent."""
+        stage 1's first 1x1 conv (one 112x112 pass less at 224). In CPU inference on channels_last input the
+        convs then run through oneDNN with packed weights (see :func:`deploy_conv`). Eval-mode equivalent to
+        the plain model; idempotent."""
         if self.deploy:
             return
         for m in list(self.modules()):
@@ -439,7 +534,7 @@ class EMOBackboneBase(BaseModule):
         if pair is not None and 0 not in self.out_indices:
             owner, name, nxt = pair
             last = getattr(owner, name)
-            if last.fused and last.fused_act is None and nxt.fused and nxt.conv.kernel_size == (1, 1):
+            if last.fused and isinstance(last.act, nn.Identity) and nxt.fused and nxt.conv.kernel_size == (1, 1):
                 nxt.conv = compose_pointwise_convs(last.conv, nxt.conv)
                 setattr(owner, name, nn.Identity())
         self.deploy = True
