@@ -23,7 +23,8 @@ from torch.utils.checkpoint import checkpoint
 __all__ = [
     'DropPath', 'LayerNorm2d', 'ConvNormAct', 'SqueezeExcite', 'LayerScale2d', 'build_norm', 'build_act',
     'fold_bn_into_conv', 'fold_affine_into_next_conv', 'compose_pointwise_convs', 'bn_affine', 'deploy_conv',
-    'onednn_conv_usable', 'PackedWeight', 'window_partition', 'window_reverse', 'ew_mhsa', 'EMOBackboneBase',
+    'onednn_inference', 'onednn_conv_usable', 'PackedWeight', 'window_partition', 'window_reverse', 'ew_mhsa',
+    'EMOBackboneBase',
 ]
 
 EPS = 1e-6  # official eps for both BatchNorm2d and LayerNorm2d
@@ -121,8 +122,9 @@ def compose_pointwise_convs(first, second):
 # linear layer on the (pixels, channels) view of the same memory (``torch.ops.mkldnn._linear_pointwise``,
 # a fraction of the setup cost), every other conv as ``torch.ops.mkldnn._convolution_pointwise``, both with
 # the activation as a oneDNN post-op: the ops TorchInductor's CPU backend emits for conv/linear + activation.
-# Every case they do not cover takes F.conv2d: non-CPU or non-fp32 tensors, NCHW input (the oneDNN path
-# returns channels_last), autograd, tracing (ONNX export), torch.compile, PyTorch builds without oneDNN.
+# The backbone hands its deploy-mode CPU inference input over in channels_last. Every case these ops do not
+# cover takes F.conv2d: non-CPU or non-fp32 tensors, NCHW maps (a block used on its own), autograd, tracing
+# (ONNX export), torch.compile, PyTorch builds without oneDNN.
 
 _MKLDNN_OPS = getattr(torch.ops, 'mkldnn', None)
 _CONV_OP = getattr(_MKLDNN_OPS, '_convolution_pointwise', None)
@@ -146,11 +148,16 @@ def _onednn_post_op(act):
     return None
 
 
+def onednn_inference(x):
+    """Whether ``x`` is a CPU inference input that the oneDNN deploy path may take (in channels_last)."""
+    return (_ONEDNN_BUILT and x.is_cpu and x.dtype == torch.float32 and x.dim() == 4
+            and not torch.is_grad_enabled() and torch.backends.mkldnn.enabled and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
+
+
 def onednn_conv_usable(x):
     """Whether a deploy conv may run ``x`` through the oneDNN path (see the comment above)."""
-    return (_ONEDNN_BUILT and x.is_cpu and x.dtype == torch.float32 and x.dim() == 4
-            and not torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last)
-            and torch.backends.mkldnn.enabled and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+    return onednn_inference(x) and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def _is_pointwise(conv):
@@ -360,6 +367,8 @@ def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False,
         out = o if out is None else out + o
     if padded:
         out = out[:, :, :H, :W]
+        if channels_last:  # the crop is a strided view; a dense map keeps the next conv on the fast path
+            out = out.contiguous(memory_format=torch.channels_last)
     if attn_pre:
         out = v(out)  # 1x1 conv + act: pointwise, so applying it after un-partition and crop is exact
     return out
@@ -475,6 +484,10 @@ class EMOBackboneBase(BaseModule):
             raise ValueError(f'{type(self).__name__} expects {self.in_channels}-channel images (N, '
                              f'{self.in_channels}, H, W) but got {x.shape[1]} channels (input shape '
                              f'{tuple(x.shape)}); convert grayscale / RGBA images to RGB first')
+        if self.deploy and onednn_inference(x):
+            # the oneDNN deploy path works on channels_last maps; one copy of the image puts the whole
+            # backbone on it (outputs come back channels_last, equal values)
+            x = x.contiguous(memory_format=torch.channels_last)
         outs = []
         for i in range(max(self.out_indices) + 1):
             for block in getattr(self, f'stage{i}'):
