@@ -535,9 +535,9 @@ class EMOBackboneBase(BaseModule):
     def switch_to_deploy(self):
         """Fold every BatchNorm (and EMOv2 layer scale) into convolutions and run attention through
         ``scaled_dot_product_attention``. When the stem is not an output, its last 1x1 conv is composed with
-        stage 1's first 1x1 conv (one 112x112 pass less at 224). In CPU inference on channels_last input the
-        convs then run through oneDNN with packed weights (see :func:`deploy_conv`). Eval-mode equivalent to
-        the plain model; idempotent."""
+        stage 1's first 1x1 conv (one 112x112 pass less at 224). In CPU inference the backbone then runs in
+        channels_last with its convs on oneDNN and packed weights (see :func:`deploy_conv`). Eval-mode
+        equivalent to the plain model; idempotent."""
         if self.deploy:
             return
         for m in list(self.modules()):
