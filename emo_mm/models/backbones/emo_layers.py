@@ -54,8 +54,9 @@ def build_norm(name, num_channels):
 
 
 _ACTS = {'silu': nn.SiLU, 'gelu': nn.GELU, 'relu': nn.ReLU, 'none': nn.Identity}
-# deploy-mode functional form of each activation module (in place where PyTorch has one)
-_DEPLOY_ACTS = {nn.SiLU: functools.partial(F.silu, inplace=True), nn.ReLU: F.relu_, nn.GELU: F.gelu}
+# deploy form of each activation module: functional (in place where PyTorch has one) and oneDNN post-op name
+_DEPLOY_ACTS = {nn.SiLU: (functools.partial(F.silu, inplace=True), 'swish'), nn.ReLU: (F.relu_, 'relu'),
+                nn.GELU: (F.gelu, 'gelu')}
 
 
 def build_act(name):
@@ -139,13 +140,9 @@ def _onednn_post_op(act):
     """``(attr, algorithm)`` of an activation module (or None) as a oneDNN post-op; None if it has none."""
     if act is None or isinstance(act, nn.Identity):
         return 'none', ''
-    if isinstance(act, nn.SiLU):
-        return 'swish', ''
-    if isinstance(act, nn.ReLU):
-        return 'relu', ''
-    if isinstance(act, nn.GELU):
-        return 'gelu', act.approximate  # 'none' (exact erf) or 'tanh'
-    return None
+    if type(act) not in _DEPLOY_ACTS:
+        return None
+    return _DEPLOY_ACTS[type(act)][1], getattr(act, 'approximate', '')  # GELU: 'none' (exact erf) or 'tanh'
 
 
 def onednn_inference(x):
@@ -214,7 +211,7 @@ def deploy_conv(x, conv, act=None, packed=None):
     x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     if act is None or isinstance(act, nn.Identity):
         return x
-    return _DEPLOY_ACTS.get(type(act), act)(x)
+    return _DEPLOY_ACTS[type(act)][0](x) if type(act) in _DEPLOY_ACTS else act(x)
 
 
 class ConvNormAct(nn.Module):
