@@ -137,18 +137,19 @@ _ONEDNN_BUILT = (None not in (_CONV_OP, _LINEAR_OP, _REORDER_CONV, _REORDER_LINE
 
 
 def _onednn_post_op(act):
-    """``(attr, algorithm)`` of an activation module (or None) as a oneDNN post-op; None if it has none."""
+    """``(attr, scalars, algorithm)``: an activation module (or None) as a oneDNN post-op; None if none fits."""
     if act is None or isinstance(act, nn.Identity):
-        return 'none', ''
+        return 'none', [], ''
     if type(act) not in _DEPLOY_ACTS:
         return None
-    return _DEPLOY_ACTS[type(act)][1], getattr(act, 'approximate', '')  # GELU: 'none' (exact erf) or 'tanh'
+    return _DEPLOY_ACTS[type(act)][1], [], getattr(act, 'approximate', '')  # GELU: 'none' (exact erf) or 'tanh'
 
 
 def onednn_inference(x):
     """Whether ``x`` is a CPU inference input that the oneDNN deploy path may take (in channels_last)."""
-    return (_ONEDNN_BUILT and x.is_cpu and x.dtype == torch.float32 and x.dim() == 4
-            and not torch.is_grad_enabled() and torch.backends.mkldnn.enabled and not torch.jit.is_tracing()
+    # cheapest tests first: this runs before every deploy conv (~60 per forward)
+    return (_ONEDNN_BUILT and not torch.is_grad_enabled() and x.is_cpu and x.dtype == torch.float32
+            and x.dim() == 4 and torch._C._get_mkldnn_enabled() and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling())
 
 
@@ -162,34 +163,44 @@ def _is_pointwise(conv):
 
 
 class PackedWeight:
-    """A conv weight in oneDNN's layout (for the linear op if the conv is 1x1, else the conv op), re-made
-    when the weight tensor or its contents change.
+    """How a deploy conv runs on oneDNN: its weight in oneDNN's layout (for the linear op if the conv is 1x1,
+    else the conv op), the op's other arguments and the activation post-op, all made once and re-made when
+    the weight tensor, its contents or the activation module change.
 
     Held by the module that owns the conv; never copied or pickled (``copy.deepcopy`` and ``torch.save`` of
     the module get an empty one), so checkpoints and state_dicts are unaffected.
     """
-    __slots__ = ('key', 'value')
+    __slots__ = ('key', 'value', 'pointwise', 'args')
 
     def __init__(self):
-        self.key = self.value = None
+        self.key = self.value = self.pointwise = self.args = None
 
     def __reduce__(self):
         return PackedWeight, ()
 
-    def get(self, conv, x):
+    def update(self, conv, act, x):
+        """Make the oneDNN form of ``act(conv(.))`` current for input ``x``; False if oneDNN has no post-op
+        for ``act`` (the caller then takes F.conv2d)."""
         weight = conv.weight
-        # _version counts in-place updates (load_state_dict); weights made under inference_mode have none,
-        # so their copy is re-made on every call
-        key = None if weight.is_inference() else (id(weight), weight.data_ptr(), weight._version)
-        if key is None or key != self.key:
-            w = weight.detach()
-            if _is_pointwise(conv):
-                self.value = _REORDER_LINEAR(w.flatten(1), x.shape[0] * x.shape[2] * x.shape[3])
-            else:
-                self.value = _REORDER_CONV(w.to_mkldnn(), list(conv.padding), list(conv.stride),
-                                           list(conv.dilation), conv.groups, list(x.shape))
-            self.key = key
-        return self.value
+        # _version counts in-place updates (load_state_dict), data_ptr catches `.data` swaps (.to());
+        # weights made under inference_mode have no version, so their copy is re-made on every call
+        key = None if weight.is_inference() else (id(weight), weight.data_ptr(), weight._version, act)
+        if key is not None and key == self.key:
+            return True
+        post_op = _onednn_post_op(act)
+        if post_op is None:
+            return False
+        w = weight.detach()
+        self.pointwise = _is_pointwise(conv)
+        if self.pointwise:
+            self.value = _REORDER_LINEAR(w.flatten(1), x.shape[0] * x.shape[2] * x.shape[3])
+            self.args = post_op
+        else:
+            conv_args = list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
+            self.value = _REORDER_CONV(w.to_mkldnn(), *conv_args, list(x.shape))
+            self.args = (*conv_args, *post_op)
+        self.key = key
+        return True
 
 
 def deploy_conv(x, conv, act=None, packed=None):
@@ -198,16 +209,13 @@ def deploy_conv(x, conv, act=None, packed=None):
     With a :class:`PackedWeight` ``packed``, runs the oneDNN path where it applies (see above); otherwise
     F.conv2d with the activation in place on the fresh conv output.
     """
-    post_op = _onednn_post_op(act)
-    if packed is not None and post_op is not None and onednn_conv_usable(x):
-        weight = packed.get(conv, x)
-        if _is_pointwise(conv):
+    if packed is not None and onednn_conv_usable(x) and packed.update(conv, act, x):
+        if packed.pointwise:
             B, C, H, W = x.shape
             tokens = x.permute(0, 2, 3, 1).reshape(-1, C)  # a view: x is channels_last
-            y = _LINEAR_OP(tokens, weight, conv.bias, post_op[0], [], post_op[1])
+            y = _LINEAR_OP(tokens, packed.value, conv.bias, *packed.args)
             return y.view(B, H, W, -1).permute(0, 3, 1, 2)
-        return _CONV_OP(x, weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                        conv.groups, post_op[0], [], post_op[1])
+        return _CONV_OP(x, packed.value, conv.bias, *packed.args)
     x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     if act is None or isinstance(act, nn.Identity):
         return x
@@ -322,6 +330,45 @@ def window_reverse(x, batch, size, window, mode, channels_last=False):
     return x.reshape(batch, heads * d, H, W)
 
 
+def _attend(q, k, val, attn_drop, use_sdpa):
+    """softmax(q k^T / sqrt(d)) val over the last two dims, through SDPA or written out (official form)."""
+    scale = q.shape[-1] ** -0.5
+    if use_sdpa:
+        return F.scaled_dot_product_attention(q, k, val, dropout_p=attn_drop, scale=scale)
+    attn = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
+    if attn_drop > 0:
+        attn = F.dropout(attn, attn_drop)
+    return attn @ val
+
+
+def _attention_map_first(x, qk, v, num_heads, window, modes, attn_pre, attn_drop, use_sdpa, channels_last):
+    """Run ``qk`` (and ``v``) on the map, then cut q, k and the values into the windows of every mode."""
+    B, _, H, W = x.shape
+    qk_map = qk(x)
+    values = x if attn_pre else v(x)
+    out = None
+    for mode in modes:
+        q, k = window_partition(qk_map, window, num_heads, mode, chunks=2)
+        val = window_partition(values, window, num_heads, mode)[0]
+        o = window_reverse(_attend(q, k, val, attn_drop, use_sdpa), B, (H, W), window, mode, channels_last)
+        out = o if out is None else out + o
+    return out
+
+
+def _attention_tokens_first(x, qk, v, num_heads, window, mode, attn_pre, attn_drop, use_sdpa, channels_last):
+    """Same result for a single mode with one window copy instead of three: the input's tokens are put in
+    window order once, and since a 1x1 conv is the same map on every token, ``qk`` (and ``v``) on them give
+    q, k and the values already in window order, split into heads by views."""
+    B, _, H, W = x.shape
+    tokens = window_partition(x, window, 1, mode)[0]  # (windows, 1, tokens, C), contiguous
+    N, _, L, C = tokens.shape
+    token_map = tokens.view(N, L, 1, C).permute(0, 3, 1, 2)  # an (N, C, L, 1) channels_last map
+    q, k = qk(token_map).permute(0, 2, 3, 1).reshape(N, L, 2, num_heads, -1).permute(2, 0, 3, 1, 4)
+    values = token_map if attn_pre else v(token_map)
+    val = values.permute(0, 2, 3, 1).reshape(N, L, num_heads, -1).transpose(1, 2)
+    return window_reverse(_attend(q, k, val, attn_drop, use_sdpa), B, (H, W), window, mode, channels_last)
+
+
 def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False, attn_drop=0.,
             use_sdpa=False):
     """Window multi-head self-attention of EMO / EMOv2 on a pre-normed map ``x`` (B, C, H, W).
@@ -333,7 +380,9 @@ def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False,
     and the results are summed (EMOv2 hybrid = ('remote', 'close')), then cropped back to H, W.
     ``attn_pre=True`` (EMO v1 release) attends over the normed input split into heads and applies ``v``
     afterwards. Scale is ``dim_head ** -0.5`` with ``dim_head = C // num_heads``. ``attn_drop`` is the
-    dropout probability to apply now (the caller passes 0 in eval mode).
+    dropout probability to apply now (the caller passes 0 in eval mode). ``use_sdpa`` (deploy mode) runs
+    the attention through ``scaled_dot_product_attention`` and, with a single mode, cuts the windows before
+    the 1x1 convs (:func:`_attention_tokens_first`).
     """
     B, C, H, W = x.shape
     wh, ww = (window_size, window_size) if window_size > 0 else (H, W)
@@ -345,23 +394,12 @@ def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False,
     channels_last = x.is_contiguous(memory_format=torch.channels_last)
     if padded:
         x = F.pad(x, (0, pad_r, 0, pad_b))
-    size = (H + pad_b, W + pad_r)
-    qk_map = qk(x)
-    values = x if attn_pre else v(x)
-    out = None
-    for mode in modes:
-        q, k = window_partition(qk_map, (wh, ww), num_heads, mode, chunks=2)
-        val = window_partition(values, (wh, ww), num_heads, mode)[0]
-        if use_sdpa:
-            o = F.scaled_dot_product_attention(q, k, val, dropout_p=attn_drop, scale=q.shape[-1] ** -0.5)
-        else:
-            attn = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-            attn = attn.softmax(dim=-1)
-            if attn_drop > 0:
-                attn = F.dropout(attn, attn_drop)
-            o = attn @ val
-        o = window_reverse(o, B, size, (wh, ww), mode, channels_last)
-        out = o if out is None else out + o
+    if use_sdpa and len(modes) == 1:
+        out = _attention_tokens_first(x, qk, v, num_heads, (wh, ww), modes[0], attn_pre, attn_drop, use_sdpa,
+                                      channels_last)
+    else:
+        out = _attention_map_first(x, qk, v, num_heads, (wh, ww), modes, attn_pre, attn_drop, use_sdpa,
+                                   channels_last)
     if padded:
         out = out[:, :, :H, :W]
         if channels_last:  # the crop is a strided view; a dense map keeps the next conv on the fast path
