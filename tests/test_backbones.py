@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from emo_mm.models.backbones import EMO, EMOv2, emo_layers
 from emo_mm.models.backbones.emo import IRMB
@@ -455,3 +456,25 @@ def test_deploy_packed_weights_follow_weight_updates():
         clone = copy.deepcopy(a)
         assert packed_weights(clone) == (0, 0)
         torch.testing.assert_close(clone(x)[0], a(x)[0], rtol=0, atol=1e-6)
+
+
+@needs_onednn
+def test_deploy_parametrized_conv_takes_f_conv2d():
+    """A deploy conv whose weight is computed by a parametrization (not a plain parameter) is not packed
+    and gives the parametrized result."""
+    from torch.nn.utils import parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    torch.manual_seed(0)
+    block = emo_layers.ConvNormAct(8, 16, 1, act='silu')
+    block.switch_to_deploy()
+    x = torch.randn(1, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    parametrize.register_parametrization(block.conv, 'weight', Double())
+    with torch.inference_mode():
+        out = block(x)
+    assert block.packed.value is None
+    w = block.conv.parametrizations.weight.original
+    torch.testing.assert_close(out, F.silu(F.conv2d(x, 2 * w, block.conv.bias)), rtol=0, atol=1e-6)

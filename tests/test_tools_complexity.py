@@ -145,5 +145,9 @@ def test_benchmark_quick_smoke():
     expected = {('EMO-1M', 'plain'), ('EMO-1M', 'deploy'), ('EMOv2-1M', 'plain'), ('EMOv2-1M', 'deploy'),
                 ('EdgeNeXt-xxsmall', 'plain')}
     assert expected <= found, out
+    for row in rows:  # ratio to EdgeNeXt-xxsmall = median of per-repeat ratios, inside its IQR
+        ratio, iqr = [c.strip() for c in row.strip().strip('|').split('|')[-2:]]
+        lo, hi = map(float, iqr.split('-'))
+        assert lo <= float(ratio) <= hi, row
     ref = [r for r in rows if '| EdgeNeXt-xxsmall |' in r][0]
-    assert ref.rstrip('| ').endswith('1.00')
+    assert ref.rstrip('| ').endswith('| 1.00 | 1.00-1.00'), ref

@@ -1,14 +1,16 @@
 """CPU throughput (images/s) of the EMO / EMOv2 classifiers and mmpretrain peers of similar size.
 
     python tools/benchmark.py [--models NAME ...] [--batch 1 16] [--sizes 224 320 512] [--threads N]
-                              [--repeats 5] [--min-time 0.3] [--allocator keep|default] [--quick]
+                              [--repeats 9] [--min-time 0.2] [--allocator keep|default] [--quick]
 
 Every model runs in eval mode under ``torch.inference_mode()`` in one process, EMO variants both plain and
 deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and channels_last are probed (warm-up
 + one timed run each) and the faster layout is kept; then every model is timed ``--repeats`` times round-robin
 (so that load changes on a shared machine hit all models alike), each run lasting at least ``--min-time`` s,
 and the median is reported. The table gives images/s, the layout used and the ratio to EdgeNeXt-xxsmall at
-the same batch/size. Numbers depend on the machine and on its load; they are never asserted in tests.
+the same batch/size: the median over repeats of the ratio within each repeat (the two models timed moments
+apart), with its interquartile range. On a machine whose speed drifts, per-repeat ratios cancel the drift
+that a ratio of two medians keeps. Numbers depend on the machine and on its load; never asserted in tests.
 By default glibc is told to keep freed memory (``--allocator keep``, process-wide, so every model alike):
 with its defaults each large activation is fresh memory and page faults dominate at batch 16.
 """
@@ -31,14 +33,26 @@ DEFAULT_MODELS = list(VARIANTS) + list(PEERS)
 QUICK_MODELS = ['EMO-1M', 'EMOv2-1M', REFERENCE_PEER]
 
 
+def paired_ratios(rates, ref_rates):
+    """``(median, q1, q3)`` of ``rates[i] / ref_rates[i]``: each repeat's ratio to the reference timed in
+    the same round-robin round; NaNs without a reference."""
+    if not ref_rates:
+        return (float('nan'), ) * 3
+    ratios = sorted(a / b for a, b in zip(rates, ref_rates))
+    if len(ratios) == 1:
+        return ratios * 3
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method='inclusive')
+    return statistics.median(ratios), q1, q3
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='CPU throughput of EMO / EMOv2 and peers')
     p.add_argument('--models', nargs='+', default=None, help=f'subset of {DEFAULT_MODELS}')
     p.add_argument('--batch', type=int, nargs='+', default=[1, 16])
     p.add_argument('--sizes', type=int, nargs='+', default=[224, 320, 512])
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch default)')
-    p.add_argument('--repeats', type=int, default=5, help='timed repeats (median reported)')
-    p.add_argument('--min-time', type=float, default=0.3, help='seconds per timed repeat (at least)')
+    p.add_argument('--repeats', type=int, default=9, help='timed repeats (median reported)')
+    p.add_argument('--min-time', type=float, default=0.2, help='seconds per timed repeat (at least)')
     p.add_argument('--no-deploy', action='store_true', help='skip the deploy mode of EMO variants')
     p.add_argument('--allocator', choices=['keep', 'default'], default='keep',
                    help="'keep' (default): glibc keeps freed memory for reuse (no page faults on every "
@@ -88,19 +102,19 @@ def main(argv=None):
             for _ in range(args.repeats):
                 for case, r in zip(cases, rates):
                     r.append(case.time_once())
-            results = {}
+            ref = next((r for (name, mode, *_), r in zip(runs, rates) if (name, mode) == (REFERENCE_PEER, 'plain')),
+                       None)
             for (name, mode, model, _, params), case, r in zip(runs, cases, rates):
-                results[(name, mode)] = (params, case.layout, statistics.median(r))
                 model.to(memory_format=torch.contiguous_format)
-            ref = results.get((REFERENCE_PEER, 'plain'), (None, None, None))[2]
-            for (name, mode), (params, layout, rate) in results.items():
-                rows.append((batch, size, name, mode, params, layout, rate, rate / ref if ref else float('nan')))
-                print(f'  batch {batch} size {size} {name} {mode}: {rate:.1f} img/s ({layout})', flush=True)
+                ratios = paired_ratios(r, ref)
+                rows.append((batch, size, name, mode, params, case.layout, statistics.median(r), ratios))
+                print(f'  batch {batch} size {size} {name} {mode}: {statistics.median(r):.1f} img/s ({case.layout})',
+                      flush=True)
             print(f'  ({time.time() - t_start:.0f} s)', flush=True)
-    hdr = ('batch', 'size', 'model', 'mode', 'params(M)', 'layout', 'img/s', f'x {REFERENCE_PEER}')
+    hdr = ('batch', 'size', 'model', 'mode', 'params(M)', 'layout', 'img/s', f'x {REFERENCE_PEER}', 'IQR')
     print(f'\n{"| " + " | ".join(hdr) + " |"}\n|{"---|" * len(hdr)}')
-    for b, s, name, mode, params, layout, rate, ratio in rows:
-        print(f'| {b} | {s} | {name} | {mode} | {params:.3f} | {layout} | {rate:.1f} | {ratio:.2f} |')
+    for b, s, name, mode, params, layout, rate, (ratio, lo, hi) in rows:
+        print(f'| {b} | {s} | {name} | {mode} | {params:.3f} | {layout} | {rate:.1f} | {ratio:.2f} | {lo:.2f}-{hi:.2f} |')
     print(f'\n{len(rows)} rows in {time.time() - t_start:.0f} s')
 
 

@@ -75,24 +75,32 @@ class IRMB(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x):
+        if self.deploy and not self.training:
+            return self._forward_deploy(x)
         shortcut = x
         x = self.norm(x)
-        if self.attn_s:
-            x = ew_mhsa(x, self.qk, self.v, self.num_head, self.window_size, ('remote', ), self.attn_pre,
-                        self.attn_drop if self.training else 0., use_sdpa=self.deploy)
-        else:
-            x = self.v(x)
-        if self.deploy and not self.training:
-            return self._forward_deploy_tail(x, shortcut)
+        x = self._mixer(x)
         x = x + self.se(self.conv_local(x)) if self.has_skip else self.se(self.conv_local(x))
         x = self.proj(self.proj_drop(x))
         return shortcut + self.drop_path(x) if self.has_skip else x
 
-    def _forward_deploy_tail(self, x, shortcut):
-        """Eval-only tail of :meth:`forward`: same sums, accumulated in place into the fresh outputs of
+    def _mixer(self, x):
+        if self.attn_s:
+            return ew_mhsa(x, self.qk, self.v, self.num_head, self.window_size, ('remote', ), self.attn_pre,
+                           self.attn_drop if self.training else 0., use_sdpa=self.deploy)
+        return self.v(x)
+
+    def _forward_deploy(self, x):
+        """Eval-only :meth:`forward`: same sums, accumulated in place into the fresh outputs of
         ``conv_local``/``se`` and ``proj`` (dropout and drop path are identities in eval), which saves two
-        full-size allocations per block."""
-        y = self.se(self.conv_local(x))
+        full-size allocations per block; folded-away norm and absent SE are skipped, not called."""
+        shortcut = x
+        if self.deploy_norm:
+            x = self.norm(x)
+        x = self._mixer(x)
+        y = self.conv_local(x)
+        if self.deploy_se:
+            y = self.se(y)
         x = self.proj(y.add_(x) if self.has_skip else y)
         return x.add_(shortcut) if self.has_skip else x
 
@@ -102,6 +110,8 @@ class IRMB(nn.Module):
         if isinstance(self.norm, nn.BatchNorm2d) and not self.attn_s and isinstance(self.v, ConvNormAct):
             self.v.conv = fold_affine_into_next_conv(*bn_affine(self.norm), self.v.conv)
             self.norm = nn.Identity()
+        self.deploy_norm = not isinstance(self.norm, nn.Identity)
+        self.deploy_se = not isinstance(self.se, nn.Identity)
         self.deploy = True
 
 

@@ -54,9 +54,10 @@ def build_norm(name, num_channels):
 
 
 _ACTS = {'silu': nn.SiLU, 'gelu': nn.GELU, 'relu': nn.ReLU, 'none': nn.Identity}
-# deploy form of each activation module: functional (in place where PyTorch has one) and oneDNN post-op name
+# deploy form of each activation module: in-place functional (None: no in-place form, the module runs) and
+# oneDNN post-op name
 _DEPLOY_ACTS = {nn.SiLU: (functools.partial(F.silu, inplace=True), 'swish'), nn.ReLU: (F.relu_, 'relu'),
-                nn.GELU: (F.gelu, 'gelu')}
+                nn.GELU: (None, 'gelu')}
 
 
 def build_act(name):
@@ -181,7 +182,10 @@ class PackedWeight:
     def update(self, conv, act, x):
         """Make the oneDNN form of ``act(conv(.))`` current for input ``x``; False if oneDNN has no post-op
         for ``act`` (the caller then takes F.conv2d)."""
-        weight = conv.weight
+        params = conv._parameters  # a fifth of ``conv.weight``'s cost (Module.__getattr__)
+        if 'weight' not in params or 'bias' not in params:  # parametrized conv: F.conv2d computes it
+            return False
+        weight = params['weight']
         # _version counts in-place updates (load_state_dict), data_ptr catches `.data` swaps (.to());
         # weights made under inference_mode have no version, so their copy is re-made on every call
         key = None if weight.is_inference() else (id(weight), weight.data_ptr(), weight._version, act)
@@ -210,16 +214,21 @@ def deploy_conv(x, conv, act=None, packed=None):
     F.conv2d with the activation in place on the fresh conv output.
     """
     if packed is not None and onednn_conv_usable(x) and packed.update(conv, act, x):
+        bias = conv._parameters['bias']
         if packed.pointwise:
+            # the (pixels, channels) matrix of a channels_last map and back, each as one strided view
             B, C, H, W = x.shape
-            tokens = x.permute(0, 2, 3, 1).reshape(-1, C)  # a view: x is channels_last
-            y = _LINEAR_OP(tokens, packed.value, conv.bias, *packed.args)
-            return y.view(B, H, W, -1).permute(0, 3, 1, 2)
-        return _CONV_OP(x, packed.value, conv.bias, *packed.args)
+            y = _LINEAR_OP(x.as_strided((B * H * W, C), (C, 1)), packed.value, bias, *packed.args)
+            C = y.shape[1]
+            return y.as_strided((B, C, H, W), (H * W * C, 1, W * C, C))
+        return _CONV_OP(x, packed.value, bias, *packed.args)
     x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    if act is None or isinstance(act, nn.Identity):
-        return x
-    return _DEPLOY_ACTS[type(act)][0](x) if type(act) in _DEPLOY_ACTS else act(x)
+    return x if act is None else _deploy_act(act)(x)
+
+
+def _deploy_act(act):
+    """``act`` as a callable that may work in place on a fresh tensor."""
+    return (_DEPLOY_ACTS.get(type(act), (None, ))[0]) or act
 
 
 class ConvNormAct(nn.Module):
@@ -266,11 +275,25 @@ class SqueezeExcite(nn.Module):
         self.conv_reduce = nn.Conv2d(dim, rd_dim, 1, bias=True)
         self.act1 = build_act(act)
         self.conv_expand = nn.Conv2d(rd_dim, dim, 1, bias=True)
+        self.deploy = False
 
     def forward(self, x):
+        if self.deploy and not torch.is_grad_enabled():
+            return self._forward_inference(x)
         s = x.mean((2, 3), keepdim=True)
         s = self.conv_expand(self.act1(self.conv_reduce(s)))
         return x * s.sigmoid()
+
+    def _forward_inference(self, x):
+        """Same values with the 1x1 convs on the pooled (B, C) vector as linear layers (a 1x1 Conv2d on a
+        1x1 map takes PyTorch's slow generic conv path)."""
+        r, e = self.conv_reduce, self.conv_expand
+        s = F.linear(x.mean((2, 3)), r.weight.flatten(1), r.bias)
+        s = F.linear(_deploy_act(self.act1)(s), e.weight.flatten(1), e.bias)
+        return x * s.sigmoid_()[:, :, None, None]
+
+    def switch_to_deploy(self):
+        self.deploy = True
 
 
 class LayerScale2d(nn.Module):
