@@ -459,9 +459,9 @@ def test_deploy_packed_weights_follow_weight_updates():
 
 
 @needs_onednn
-def test_deploy_parametrized_conv_takes_f_conv2d():
+def test_deploy_parametrized_weights_are_computed():
     """A deploy conv whose weight is computed by a parametrization (not a plain parameter) is not packed
-    and gives the parametrized result."""
+    and gives the parametrized result; so does a LayerNorm2d with a parametrized weight."""
     from torch.nn.utils import parametrize
 
     class Double(nn.Module):
@@ -478,3 +478,9 @@ def test_deploy_parametrized_conv_takes_f_conv2d():
     assert block.packed.value is None
     w = block.conv.parametrizations.weight.original
     torch.testing.assert_close(out, F.silu(F.conv2d(x, 2 * w, block.conv.bias)), rtol=0, atol=1e-6)
+
+    norm = emo_layers.LayerNorm2d(8)
+    parametrize.register_parametrization(norm.norm, 'weight', Double())
+    expected = F.layer_norm(x.permute(0, 2, 3, 1), (8, ), 2 * norm.norm.parametrizations.weight.original,
+                            norm.norm.bias, 1e-6).permute(0, 3, 1, 2)
+    torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-6)

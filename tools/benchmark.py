@@ -114,7 +114,8 @@ def main(argv=None):
     hdr = ('batch', 'size', 'model', 'mode', 'params(M)', 'layout', 'img/s', f'x {REFERENCE_PEER}', 'IQR')
     print(f'\n{"| " + " | ".join(hdr) + " |"}\n|{"---|" * len(hdr)}')
     for b, s, name, mode, params, layout, rate, (ratio, lo, hi) in rows:
-        print(f'| {b} | {s} | {name} | {mode} | {params:.3f} | {layout} | {rate:.1f} | {ratio:.2f} | {lo:.2f}-{hi:.2f} |')
+        print(f'| {b} | {s} | {name} | {mode} | {params:.3f} | {layout} | {rate:.1f} | {ratio:.2f} '
+              f'| {lo:.2f}-{hi:.2f} |')
     print(f'\n{len(rows)} rows in {time.time() - t_start:.0f} s')
 
 

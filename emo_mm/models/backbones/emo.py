@@ -85,23 +85,25 @@ class IRMB(nn.Module):
         return shortcut + self.drop_path(x) if self.has_skip else x
 
     def _mixer(self, x):
+        m = self._modules  # dict lookups instead of Module.__getattr__ (see ConvNormAct.forward)
         if self.attn_s:
-            return ew_mhsa(x, self.qk, self.v, self.num_head, self.window_size, ('remote', ), self.attn_pre,
+            return ew_mhsa(x, m['qk'], m['v'], self.num_head, self.window_size, ('remote', ), self.attn_pre,
                            self.attn_drop if self.training else 0., use_sdpa=self.deploy)
-        return self.v(x)
+        return m['v'](x)
 
     def _forward_deploy(self, x):
         """Eval-only :meth:`forward`: same sums, accumulated in place into the fresh outputs of
         ``conv_local``/``se`` and ``proj`` (dropout and drop path are identities in eval), which saves two
         full-size allocations per block; folded-away norm and absent SE are skipped, not called."""
+        m = self._modules
         shortcut = x
         if self.deploy_norm:
-            x = self.norm(x)
+            x = m['norm'](x)
         x = self._mixer(x)
-        y = self.conv_local(x)
+        y = m['conv_local'](x)
         if self.deploy_se:
-            y = self.se(y)
-        x = self.proj(y.add_(x) if self.has_skip else y)
+            y = m['se'](y)
+        x = m['proj'](y.add_(x) if self.has_skip else y)
         return x.add_(shortcut) if self.has_skip else x
 
     def switch_to_deploy(self):
