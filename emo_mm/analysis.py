@@ -613,10 +613,13 @@ class ThroughputCase:
 
 def fastest_layout_case(model: nn.Module, kind: str, batch: int, size: int, min_time: float = 0.3
                         ) -> ThroughputCase:
-    """Probe NCHW and channels_last (warm-up + one timed repeat each); the calibrated case of the faster."""
+    """Probe NCHW and channels_last (warm-up, then timed in the order A B B A, which cancels a linear
+    drift of the machine's speed); the calibrated case of the faster."""
     cases = [ThroughputCase(model, kind, batch, size, lay).calibrate(min_time, warmup=1)
              for lay in ('nchw', 'channels_last')]
-    rates = [c.time_once() for c in cases]
+    rates = [0.0, 0.0]
+    for i in (0, 1, 1, 0):
+        rates[i] += cases[i].time_once()
     best = cases[0] if rates[0] >= rates[1] else cases[1]
     best._set_layout()
     return best

@@ -4,13 +4,15 @@
                               [--repeats 9] [--min-time 0.2] [--allocator keep|default] [--quick]
 
 Every model runs in eval mode under ``torch.inference_mode()`` in one process, EMO variants both plain and
-deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and channels_last are probed (warm-up
-+ one timed run each) and the faster layout is kept; then every model is timed ``--repeats`` times round-robin
-(so that load changes on a shared machine hit all models alike), each run lasting at least ``--min-time`` s,
-and the median is reported. The table gives images/s, the layout used and the ratio to EdgeNeXt-xxsmall at
-the same batch/size: the median over repeats of the ratio within each repeat (the two models timed moments
-apart), with its interquartile range. On a machine whose speed drifts, per-repeat ratios cancel the drift
-that a ratio of two medians keeps. Numbers depend on the machine and on its load; never asserted in tests.
+deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and channels_last are probed (warm-up,
+two timed runs each, in the order A B B A) and the faster layout is kept; then every model is timed
+``--repeats`` times round-robin, each run lasting at least ``--min-time`` s, and the median is reported.
+Round-robin spreads load changes of a shared machine over all models alike; every other round runs in reverse
+order, because a model timed right after another measures a few % apart from the same model timed right before
+it. The table gives images/s, the layout used and the ratio to EdgeNeXt-xxsmall at the same batch/size: the
+median over rounds of the ratio within each round, with its interquartile range (on a machine whose speed
+drifts, per-round ratios cancel the drift that a ratio of two medians keeps). Numbers depend on the machine
+and on its load; they are never asserted in tests.
 By default glibc is told to keep freed memory (``--allocator keep``, process-wide, so every model alike):
 with its defaults each large activation is fresh memory and page faults dominate at batch 16.
 """
@@ -95,13 +97,16 @@ def main(argv=None):
     t_start = time.time()
     for batch in args.batch:
         for size in args.sizes:
-            # pick each model's faster layout, then time round-robin: repeat r of every model, then r+1
+            # pick each model's faster layout, then time round-robin: repeat r of every model, then r+1,
+            # every other round in reverse order (a model timed right after another is measured a few % apart
+            # from the same model timed right before it; alternating cancels that and linear drift)
             cases = [fastest_layout_case(model, kind, batch, size, args.min_time)
                      for _, _, model, kind, _ in runs]
             rates = [[] for _ in runs]
-            for _ in range(args.repeats):
-                for case, r in zip(cases, rates):
-                    r.append(case.time_once())
+            for repeat in range(args.repeats):
+                order = range(len(cases)) if repeat % 2 == 0 else reversed(range(len(cases)))
+                for i in order:
+                    rates[i].append(cases[i].time_once())
             ref = next((r for (name, mode, *_), r in zip(runs, rates) if (name, mode) == (REFERENCE_PEER, 'plain')),
                        None)
             for (name, mode, model, _, params), case, r in zip(runs, cases, rates):
