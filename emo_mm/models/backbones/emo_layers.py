@@ -225,8 +225,8 @@ def deploy_conv(x, conv, act=None, packed=None):
             # the (pixels, channels) matrix of a channels_last map and back, each as one strided view
             B, C, H, W = x.shape
             y = _LINEAR_OP(x.as_strided((B * H * W, C), (C, 1)), packed.value, bias, *packed.args)
-            C = y.shape[1]
-            return y.as_strided((B, C, H, W), (H * W * C, 1, W * C, C))
+            C_out = y.shape[1]
+            return y.as_strided((B, C_out, H, W), (H * W * C_out, 1, W * C_out, C_out))
         return _CONV_OP(x, packed.value, bias, *packed.args)
     x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return x if act is None else _deploy_act(act)(x)
