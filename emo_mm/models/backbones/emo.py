@@ -97,11 +97,11 @@ class IRMB(nn.Module):
         full-size allocations per block; folded-away norm and absent SE are skipped, not called."""
         m = self._modules
         shortcut = x
-        if self.deploy_norm:
+        if type(m['norm']) is not nn.Identity:
             x = m['norm'](x)
         x = self._mixer(x)
         y = m['conv_local'](x)
-        if self.deploy_se:
+        if type(m['se']) is not nn.Identity:
             y = m['se'](y)
         x = m['proj'](y.add_(x) if self.has_skip else y)
         return x.add_(shortcut) if self.has_skip else x
@@ -112,8 +112,6 @@ class IRMB(nn.Module):
         if isinstance(self.norm, nn.BatchNorm2d) and not self.attn_s and isinstance(self.v, ConvNormAct):
             self.v.conv = fold_affine_into_next_conv(*bn_affine(self.norm), self.v.conv)
             self.norm = nn.Identity()
-        self.deploy_norm = not isinstance(self.norm, nn.Identity)
-        self.deploy_se = not isinstance(self.se, nn.Identity)
         self.deploy = True
 
 
