@@ -263,8 +263,8 @@ def _cell(ours, pub, nd=1):
 
 
 def complexity_of(config: str, pub: Optional[Published]):
-    """(params M, FLOPs G, (H, W)) of ``config`` counted by :mod:`emo_mm.analysis` at the published shape."""
-    from .analysis import params_and_flops
+    """(params M, FLOPs G, (H, W)) of ``config`` counted by :mod:`emo_mm.complexity` at the published shape."""
+    from .complexity import params_and_flops
     shape = pub.flops_shape if pub is not None else None
     params, flops = params_and_flops(config, shape=shape)
     return params / 1e6, flops / 1e9, shape

@@ -200,7 +200,7 @@ def test_metafile_has_every_config(published):
 @pytest.mark.parametrize('name', CONFIGS)
 def test_complexity_matches_readme_and_paper(name, published):
     """Params / FLOPs equal the README table; how they relate to the papers' is what the README explains."""
-    from emo_mm.analysis import params_and_flops
+    from emo_mm.complexity import params_and_flops
     pub = published[name]
     rows = _readme_table()
     assert name in rows, f'{name} missing from the complexity table in configs/det/README.md'
@@ -259,7 +259,7 @@ def _mmcv1_flops(model, x):
 @pytest.mark.parametrize('name', ['ssdlite_emo_1m', 'ssdlite_emo_2m', 'ssdlite_emo_5m'])
 def test_emo_v1_ssdlite_flops_match_with_mmcv1_rules(name, published):
     """EMO v1 counted its FLOPs with mmdet 2.x (mmcv 1.x hooks): with those rules all three are within 5%."""
-    from emo_mm.analysis import build_model
+    from emo_mm.builder import build_model
     model, _, _ = build_model(str(DET_DIR / f'{name}.py'))
     flops = _mmcv1_flops(model, torch.randn(1, 3, 320, 320)) / 1e9
     notes = _readme_table()[name][7]

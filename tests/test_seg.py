@@ -165,7 +165,7 @@ def test_complexity_matches_published(path):
     published + 0.1. EMO v1 (mmseg 0.28 / mmcv counter) counted the auxiliary FCN head's parameters, EMOv2
     (mmseg 1.x get_flops) removed it first. FLOPs never include the auxiliary head.
     """
-    from emo_mm.analysis import get_complexity
+    from emo_mm.complexity import get_complexity
     name = _name(path)
     v2 = '_emov2_' in name
     pub_params, pub_flops = PUBLISHED[name]

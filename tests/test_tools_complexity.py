@@ -1,6 +1,6 @@
 """Complexity, ONNX export and benchmark tools (tools/get_flops.py, tools/export_onnx.py, tools/benchmark.py).
 
-* params / FLOPs of every classification variant through :func:`emo_mm.analysis.params_and_flops` (the
+* params / FLOPs of every classification variant through :func:`emo_mm.complexity.params_and_flops` (the
   function behind tools/get_flops.py): params exactly as in the papers' tables, FLOPs within 2%;
 * get_flops / export_onnx / benchmark --quick as subprocesses (what a user runs);
 * ONNX (dynamic batch/height/width) vs PyTorch parity with onnxruntime at the export size and at another
@@ -15,12 +15,12 @@ import sys
 import pytest
 import torch
 
-from emo_mm import analysis
+from emo_mm import builder, complexity, onnx_export, variants
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 # name -> (params in M as printed (3 decimals), FLOPs at 224 in M) from the papers' fvcore tables
-PAPER = {name: (v[2], v[3]) for name, v in analysis.VARIANTS.items() if v[3] is not None}
+PAPER = {name: (v[2], v[3]) for name, v in variants.VARIANTS.items() if v[3] is not None}
 
 
 def _run(args, timeout=300):
@@ -34,14 +34,14 @@ def _run(args, timeout=300):
 @pytest.mark.parametrize('name', list(PAPER))
 def test_cls_params_and_flops_match_papers(name):
     params_m, flops_m = PAPER[name]
-    params, flops = analysis.params_and_flops(analysis.variant_cls_cfg(name), shape=224)
+    params, flops = complexity.params_and_flops(variants.variant_cls_cfg(name), shape=224)
     assert f'{params / 1e6:.3f}' == f'{params_m:.3f}', (name, params)
     assert abs(flops / 1e6 - flops_m) <= 0.02 * flops_m, (name, flops / 1e6, flops_m)
 
 
 def test_attention_matmuls_are_counted():
     """The counter must see the attention products (EMO-1M: ~12.4 MFLOPs of matmul at 224, plain path)."""
-    res = analysis.get_complexity(analysis.variant_backbone_cfg('EMO-1M'), shape=224)
+    res = complexity.get_complexity(variants.variant_backbone_cfg('EMO-1M'), shape=224)
     assert res['kind'] == 'backbone' and res['input_shape'] == (1, 3, 224, 224)
     matmul = res['by_operator'].get('matmul', 0) + res['by_operator'].get('bmm', 0)
     assert 12e6 < matmul < 13e6, res['by_operator']
@@ -49,11 +49,11 @@ def test_attention_matmuls_are_counted():
 
 def test_sdpa_is_counted_like_matmul():
     """Deploy mode runs attention through scaled_dot_product_attention: same count as the two matmuls."""
-    model, kind, _ = analysis.build_model(analysis.variant_backbone_cfg('EMOv2-1M'))
+    model, kind, _ = builder.build_model(variants.variant_backbone_cfg('EMOv2-1M'))
     x = torch.randn(1, 3, 224, 224)
-    plain = analysis.flop_analyzer(analysis.TensorForward(model, kind), (x, )).by_operator()
-    analysis.switch_to_deploy(model)
-    deploy = analysis.flop_analyzer(analysis.TensorForward(model, kind), (x, )).by_operator()
+    plain = complexity.flop_analyzer(builder.TensorForward(model, kind), (x, )).by_operator()
+    builder.switch_to_deploy(model)
+    deploy = complexity.flop_analyzer(builder.TensorForward(model, kind), (x, )).by_operator()
     assert deploy.get('scaled_dot_product_attention', 0) == plain['matmul']
 
 
@@ -65,14 +65,14 @@ def test_default_shapes_and_downstream_params():
         path = osp.join(ROOT, cfg)
         if not osp.exists(path):
             pytest.skip(f'{cfg} missing')
-        res = analysis.get_complexity(path)
+        res = complexity.get_complexity(path)
         assert res['kind'] == kind and res['input_shape'] == shape, (cfg, res['kind'], res['input_shape'])
         assert abs(res['params'] / 1e6 - params_m) < 0.06, (cfg, res['params'])
         assert res['flops'] > 0
 
 
 def test_get_flops_cli():
-    cfg = analysis.find_cls_config('EMO-1M')
+    cfg = variants.find_cls_config('EMO-1M')
     if cfg is None:
         pytest.skip('configs/cls EMO-1M config missing')
     out = _run(['tools/get_flops.py', osp.relpath(cfg, ROOT), '--detail', '--depth', '1'])
@@ -109,26 +109,26 @@ REL_TOL = 1e-5
 @pytest.mark.parametrize('deploy', [False, True], ids=['plain', 'deploy'])
 def test_onnx_dynamic_export_parity(tmp_path, name, kind, deploy):
     if kind == 'classifier':
-        cfg = analysis.variant_cls_cfg(name)
+        cfg = variants.variant_cls_cfg(name)
     else:
-        cfg = analysis.variant_backbone_cfg(name, out_indices=(1, 2, 3, 4))
-    model, got_kind, _ = analysis.build_model(cfg)
+        cfg = variants.variant_backbone_cfg(name, out_indices=(1, 2, 3, 4))
+    model, got_kind, _ = builder.build_model(cfg)
     assert got_kind == kind
     _randomize(model)
     if deploy:
-        analysis.switch_to_deploy(model)
+        builder.switch_to_deploy(model)
     f = str(tmp_path / 'model.onnx')
-    names, _ = analysis.export_onnx(model, kind, f, (224, 224), opset=17)
+    names, _ = onnx_export.export_onnx(model, kind, f, (224, 224), opset=17)
     assert len(names) == (1 if kind == 'classifier' else 4)
     # export size, then a size whose stage-3/4 maps (16x20, 8x10) need window padding, at batch 2
     for shape, batch in (((224, 224), 1), ((256, 320), 2)):
-        diff, scale = analysis.check_onnx(model, kind, f, shape, batch)
+        diff, scale = onnx_export.check_onnx(model, kind, f, shape, batch)
         assert scale > 1e-2, scale  # the outputs are not degenerate
         assert diff <= REL_TOL * max(1.0, scale), (name, deploy, shape, diff, scale)
 
 
 def test_export_onnx_cli(tmp_path):
-    cfg = analysis.find_cls_config('EMO-1M')
+    cfg = variants.find_cls_config('EMO-1M')
     if cfg is None:
         pytest.skip('configs/cls EMO-1M config missing')
     out = _run(['tools/export_onnx.py', osp.relpath(cfg, ROOT), '--out', str(tmp_path / 'emo.onnx'), '--deploy'])

@@ -28,8 +28,9 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import torch  # noqa: E402
 
-from emo_mm.analysis import (PEERS, REFERENCE_PEER, VARIANTS, build_bench_model, fastest_layout_case,  # noqa: E402
-                             keep_freed_memory)
+from emo_mm.benchmarking import (PEERS, REFERENCE_PEER, build_bench_model, fastest_layout_case,  # noqa: E402
+                                 keep_freed_memory)
+from emo_mm.variants import VARIANTS  # noqa: E402
 
 DEFAULT_MODELS = list(VARIANTS) + list(PEERS)
 QUICK_MODELS = ['EMO-1M', 'EMOv2-1M', REFERENCE_PEER]
@@ -58,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument('--no-deploy', action='store_true', help='skip the deploy mode of EMO variants')
     p.add_argument('--allocator', choices=['keep', 'default'], default='keep',
                    help="'keep' (default): glibc keeps freed memory for reuse (no page faults on every "
-                   "large activation; see emo_mm.analysis.keep_freed_memory); 'default': glibc's defaults")
+                   "large activation; see emo_mm.benchmarking.keep_freed_memory); 'default': glibc's defaults")
     p.add_argument('--quick', action='store_true',
                    help=f'smoke test: {QUICK_MODELS}, batch 1, size 224, 2 short repeats')
     return p.parse_args(argv)

@@ -38,7 +38,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.opset < 17:
         raise SystemExit('--opset must be >= 17')
-    from emo_mm.analysis import build_model, check_onnx, export_onnx, switch_to_deploy
+    from emo_mm.builder import build_model, switch_to_deploy
+    from emo_mm.onnx_export import check_onnx, export_onnx
     model, kind, _ = build_model(args.config, args.cfg_options)
     if kind not in ('backbone', 'classifier'):
         raise SystemExit(f'only backbones and classifiers are exported (this config is a {kind})')

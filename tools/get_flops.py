@@ -5,7 +5,7 @@
 CONFIG may be an mmpretrain classifier, an mmdet detector, an mmseg segmentor, or a config whose ``model``
 is a bare backbone dict (e.g. ``model = dict(type='emo_mm.EMO', arch='1m')``). No checkpoint is loaded.
 FLOPs follow fvcore (mmengine.analysis): one multiply-add = one FLOP, eval-mode model, attention matmuls
-counted, activations / softmax / elementwise ops not counted (see emo_mm/analysis.py).
+counted, activations / softmax / elementwise ops not counted (see emo_mm/complexity.py).
 """
 import argparse
 import os.path as osp
@@ -17,7 +17,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from mmengine.config import DictAction  # noqa: E402
 
-from emo_mm.analysis import format_complexity, get_complexity  # noqa: E402
+from emo_mm.complexity import format_complexity, get_complexity  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -10,7 +10,7 @@ For each work dir (of tools/train.py or tools/test.py) the final evaluation is r
 (``WORK_DIR/<config name>.py``), which is matched to ``configs/det/metafile.yml`` /
 ``configs/seg/metafile.yml`` (the only source of published numbers). Detection columns: params, FLOPs,
 AP, AP50, AP75, APs, APm, APl; segmentation: params, FLOPs, mIoU, aAcc, mAcc. Each cell reads
-``ours (published, difference)``. Our params/FLOPs are counted with emo_mm.analysis (as tools/get_flops.py)
+``ours (published, difference)``. Our params/FLOPs are counted with emo_mm.complexity (as tools/get_flops.py)
 at the input size the metafile gives; ``--no-complexity`` skips that. A work dir without a finished
 evaluation gets a line saying so. Exit status 1 if no work dir had a result.
 """
