@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from emo_mm.models.backbones import EMO, EMOv2, emo_layers
+from emo_mm.models.backbones import EMO, EMOv2, emo_layers, onednn_deploy
 from emo_mm.models.backbones.emo import IRMB
 from emo_mm.models.backbones.emov2 import HybridAttention
 from emo_mm.registry import MODELS
@@ -398,16 +398,16 @@ def test_deploy_in_place_ops_are_safe(cls, layout):
 def packed_weights(model):
     """The oneDNN weight copies a deploy model holds: (1x1 convs as linear layers, other convs)."""
     packs = [m.packed.value for m in model.modules()
-             if isinstance(getattr(m, 'packed', None), emo_layers.PackedWeight) and m.packed.value is not None]
+             if isinstance(getattr(m, 'packed', None), onednn_deploy.PackedWeight) and m.packed.value is not None]
     return sum(p.dim() == 2 for p in packs), sum(p.dim() == 4 for p in packs)
 
 
 def fused_convs(model):
     return [m.conv if hasattr(m, 'act') else m.convs[0][0] for m in model.modules()
-            if isinstance(getattr(m, 'packed', None), emo_layers.PackedWeight) and m.fused]
+            if isinstance(getattr(m, 'packed', None), onednn_deploy.PackedWeight) and m.fused]
 
 
-needs_onednn = pytest.mark.skipif(not emo_layers._ONEDNN_BUILT, reason='this PyTorch build has no oneDNN')
+needs_onednn = pytest.mark.skipif(not onednn_deploy._ONEDNN_BUILT, reason='this PyTorch build has no oneDNN')
 
 
 @needs_onednn

@@ -7,8 +7,9 @@ official parameter names, so the released ``net.pth`` files load as they are (af
 import torch.nn as nn
 
 from emo_mm.registry import register_model
-from .emo_layers import (ConvNormAct, DropPath, EMOBackboneBase, SqueezeExcite, bn_affine, build_norm,
-                         PackedWeight, deploy_conv, ew_mhsa, fold_affine_into_next_conv, fold_bn_into_conv)
+from .emo_layers import (ConvNormAct, DropPath, EMOBackboneBase, SqueezeExcite, bn_affine, build_norm, ew_mhsa,
+                         fold_affine_into_next_conv, fold_bn_into_conv)
+from .onednn_deploy import PackedWeight, deploy_conv
 
 
 class MSPatchEmb(nn.Module):
