@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -91,3 +91,308 @@ def check_onnx(model: nn.Module, kind: str, onnx_file: str, shape: Sequence[int]
         diff = max(diff, float(np.abs(o - r.numpy()).max()))
         scale = max(scale, float(r.abs().max()))
     return diff, scale
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End-to-end graphs of detectors and segmentors
+# ---------------------------------------------------------------------------------------------------------------
+
+class _BatchedMultiClassNMS(torch.autograd.Function):
+    """ONNX ``NonMaxSuppression`` (per batch item and per class, like mmdet's ``batched_nms``).
+
+    ``boxes`` (N, M, 4) x1y1x2y2, ``scores`` (N, C, M) -> selected ``(S, 3)`` int64 rows ``[batch, class, box]``.
+    The eager forward (run while tracing and in PyTorch checks) gives the same selection with torchvision's
+    NMS; the exported graph holds the single ONNX op, which onnxruntime runs natively.
+    """
+
+    @staticmethod
+    def forward(ctx, boxes, scores, max_per_class: int, iou_thr: float, score_thr: float):
+        from torchvision.ops import batched_nms
+        rows = []
+        for b in range(scores.shape[0]):
+            cls, box = torch.nonzero(scores[b] > score_thr, as_tuple=True)
+            keep = batched_nms(boxes[b, box], scores[b, cls, box], cls, iou_thr)  # sorted by score
+            cls, box = cls[keep], box[keep]
+            # at most max_per_class per class: rank of each box within its class in score order
+            order = torch.argsort(cls * (keep.numel() + 1) + torch.arange(keep.numel()), stable=True)
+            first = torch.searchsorted(cls[order], cls[order], right=False)
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(keep.numel()) - first
+            ok = rank < max_per_class
+            rows.append(torch.stack([torch.full_like(box[ok], b), cls[ok], box[ok]], dim=1))
+        return torch.cat(rows)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class, iou_thr, score_thr):
+        return g.op('NonMaxSuppression', boxes, scores,
+                    g.op('Constant', value_t=torch.tensor([max_per_class], dtype=torch.long)),
+                    g.op('Constant', value_t=torch.tensor([iou_thr], dtype=torch.float)),
+                    g.op('Constant', value_t=torch.tensor([score_thr], dtype=torch.float)))
+
+
+def lively_init(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Seeded random weights whose outputs vary over the image (for export checks and benchmarks).
+
+    A freshly built detector has the head's default init and BatchNorm statistics 0 / 1: its features are
+    nearly constant over the image, every class scores ~1/C and nothing passes ``score_thr``, so an export
+    check would compare empty outputs. Here convs / linears get He-normal weights and small biases, norms
+    weights in [0.5, 1.5): activations keep their scale through the network, scores spread out and
+    detections (with real NMS work) appear.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.weight.data = torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5
+            if m.bias is not None:
+                m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.1
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:
+            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+            m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.1
+    return model
+
+
+def _shape_hw(x: torch.Tensor) -> torch.Tensor:
+    """(W, H, W, H) of ``x`` (N, C, H, W) as a float tensor that stays a graph value when traced."""
+    shape = torch._shape_as_tensor(x)
+    return shape[[3, 2, 3, 2]].to(torch.float32)
+
+
+class DetectorEndToEnd(nn.Module):
+    """Preprocessed images (N, 3, H, W) -> ``dets`` (N, K, 5: x1 y1 x2 y2 score), ``labels`` (N, K).
+
+    Reproduces mmdet's ``BaseDenseHead.predict_by_feat`` for anchor heads (SSDHead, RetinaHead): per level
+    the (anchor, class) pairs with score > ``score_thr``, the ``nms_pre`` best of them; box decoding by the
+    head's coder, clipped to the input (mmdet clips to ``img_shape``, i.e. the image before batch padding);
+    boxes with width or height <= ``min_bbox_size`` dropped; NMS per class; the ``max_per_img`` (= K) best.
+    Rows past the kept detections are padding: box 0, score 0, label -1. Anchors are computed in the graph
+    from the feature map sizes, so batch, height and width are all dynamic. Boxes are in input pixels
+    (the caller divides by its resize scale, as mmdet's ``rescale=True`` does).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        head = getattr(model, 'bbox_head', None)
+        from mmdet.models.dense_heads import AnchorHead
+        if head is None or not isinstance(head, AnchorHead):
+            parts = [type(getattr(model, k)).__name__ for k in ('rpn_head', 'roi_head', 'bbox_head')
+                     if getattr(model, k, None) is not None]
+            raise NotImplementedError(
+                f'end-to-end ONNX export supports one-stage anchor detectors (SSDHead, RetinaHead: '
+                f'AnchorHead subclasses); {type(model).__name__} has {", ".join(parts) or "no bbox_head"} '
+                f'(two-stage RoI heads and mask heads are not exported)')
+        cfg = head.test_cfg
+        missing = [k for k in ('nms_pre', 'score_thr', 'nms', 'max_per_img') if k not in cfg]
+        if missing:
+            raise ValueError(f'model.test_cfg lacks {missing} (needed for the exported post-processing)')
+        if int(cfg.nms_pre) <= 0:
+            raise ValueError(f'model.test_cfg.nms_pre must be > 0 for export, got {cfg.nms_pre}')
+        if cfg.nms.get('type', 'nms') != 'nms':
+            raise ValueError(f"model.test_cfg.nms.type must be 'nms' for export (ONNX NonMaxSuppression), "
+                             f"got {cfg.nms.get('type')!r}")
+        self.model, self.head = model, head
+        self.nms_pre, self.score_thr = int(cfg.nms_pre), float(cfg.score_thr)
+        self.iou_thr, self.max_per_img = float(cfg.nms.iou_threshold), int(cfg.max_per_img)
+        self.min_bbox_size = float(cfg.get('min_bbox_size', -1))
+        self.clip = bool(getattr(head.bbox_coder, 'clip_border', True))
+
+    def _level_priors(self, level: int, feat: torch.Tensor) -> torch.Tensor:
+        """mmdet's ``single_level_grid_priors`` from the traced feature size (row-major y, x, then anchor)."""
+        gen = self.head.prior_generator
+        stride_w, stride_h = gen.strides[level]
+        base = gen.base_anchors[level].to(feat)
+        shift_x = torch.arange(feat.shape[3], device=feat.device).to(feat.dtype) * stride_w
+        shift_y = torch.arange(feat.shape[2], device=feat.device).to(feat.dtype) * stride_h
+        xx = shift_x[None, :] + shift_y[:, None] * 0
+        yy = shift_y[:, None] + shift_x[None, :] * 0
+        shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
+        return (shifts + base[None]).reshape(-1, 4)
+
+    def forward(self, x):
+        head = self.head
+        cls_scores, bbox_preds = head(self.model.extract_feat(x))
+        n_cls = head.num_classes
+        cand_scores, cand_labels, cand_boxes = [], [], []
+        for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
+            priors = self._level_priors(level, cls)
+            cls = cls.permute(0, 2, 3, 1).reshape(x.shape[0], -1, head.cls_out_channels)
+            reg = reg.permute(0, 2, 3, 1).reshape(x.shape[0], -1, 4)
+            scores = cls.sigmoid() if head.use_sigmoid_cls else cls.softmax(-1)[..., :-1]
+            flat = scores.reshape(x.shape[0], -1)
+            # top nms_pre (anchor, class) pairs above score_thr; zeros appended so that k <= length at any size
+            flat = torch.cat([torch.where(flat > self.score_thr, flat, torch.zeros_like(flat)),
+                              flat[:, :1].expand(-1, self.nms_pre) * 0], dim=1)
+            top, idx = flat.topk(self.nms_pre, dim=1)
+            valid = top > self.score_thr
+            anchor = torch.where(valid, torch.div(idx, n_cls, rounding_mode='floor'), torch.zeros_like(idx))
+            cand_scores.append(torch.where(valid, top, torch.zeros_like(top)))
+            cand_labels.append(idx % n_cls)
+            deltas = torch.gather(reg, 1, anchor[..., None].expand(-1, -1, 4))
+            boxes = head.bbox_coder.decode(priors[anchor.reshape(-1)], deltas.reshape(-1, 4), max_shape=None)
+            cand_boxes.append(boxes.reshape(x.shape[0], -1, 4))
+        scores, labels, boxes = torch.cat(cand_scores, 1), torch.cat(cand_labels, 1), torch.cat(cand_boxes, 1)
+        if self.clip:
+            boxes = torch.minimum(boxes.clamp(min=0), _shape_hw(x))
+        if self.min_bbox_size >= 0:
+            wh = boxes[..., 2:] - boxes[..., :2]
+            big = (wh > self.min_bbox_size).all(-1)
+            scores = torch.where(big, scores, torch.zeros_like(scores))
+        # (N, C, M) scores for the per-class NMS: a candidate scores only in its own class
+        one_hot = labels[:, None, :] == torch.arange(n_cls, device=x.device)[None, :, None]
+        class_scores = torch.where(one_hot, scores[:, None, :], torch.zeros_like(scores[:, None, :]))
+        sel = _BatchedMultiClassNMS.apply(boxes, class_scores, self.max_per_img, self.iou_thr, self.score_thr)
+        m = scores.shape[1]
+        b, c, i = sel[:, 0], sel[:, 1], sel[:, 2]
+        sel_scores = scores.reshape(-1)[b * m + i]
+        sel_boxes = boxes.reshape(-1, 4)[b * m + i]
+        # the K best of each image: (N, S) score table masked to the image's own rows, K padding columns added
+        own = b[None, :] == torch.arange(x.shape[0], device=x.device)[:, None]
+        table = torch.where(own, sel_scores[None, :], torch.full_like(sel_scores[None, :], -1.))
+        table = torch.cat([table, scores[:, :1].expand(-1, self.max_per_img) * 0 - 1], dim=1)
+        top, pick = table.topk(self.max_per_img, dim=1)
+        keep = top > 0
+        pad_boxes = torch.cat([sel_boxes, boxes.new_zeros((self.max_per_img, 4))], 0)
+        pad_labels = torch.cat([c, c.new_full((self.max_per_img, ), -1)], 0)
+        det_boxes = torch.where(keep[..., None], pad_boxes[pick], torch.zeros_like(pad_boxes[pick]))
+        det_scores = torch.where(keep, top, torch.zeros_like(top))
+        det_labels = torch.where(keep, pad_labels[pick], torch.full_like(pick, -1))
+        return torch.cat([det_boxes, det_scores[..., None]], -1), det_labels
+
+
+class SegmentorEndToEnd(nn.Module):
+    """Preprocessed images (N, 3, H, W) -> ``seg`` (N, H, W) int64 class map, or ``seg_logits`` (N, C, H, W).
+
+    mmseg's whole-image inference: backbone + decode head (the auxiliary head does not run), logits resized
+    bilinearly to the input size with the head's ``align_corners`` (``BaseDecodeHead.predict_by_feat``), then
+    argmax. Batch, height and width are dynamic.
+    """
+
+    def __init__(self, model: nn.Module, output: str = 'seg'):
+        super().__init__()
+        if output not in ('seg', 'seg_logits'):
+            raise ValueError(f"output must be 'seg' or 'seg_logits', got {output!r}")
+        mode = (getattr(model, 'test_cfg', None) or {}).get('mode', 'whole')
+        if mode != 'whole':
+            raise NotImplementedError(f"model.test_cfg.mode={mode!r}: only 'whole' inference is exported "
+                                      f"(use --cfg-options model.test_cfg.mode=whole)")
+        if getattr(model.decode_head, 'out_channels', 2) == 1:
+            raise NotImplementedError('binary decode heads (out_channels=1, sigmoid + threshold) are not '
+                                      'exported')
+        self.model, self.output = model, output
+
+    def forward(self, x):
+        import torch.nn.functional as F
+        logits = self.model._forward(x)
+        logits = F.interpolate(logits, size=x.shape[2:], mode='bilinear',
+                               align_corners=self.model.decode_head.align_corners)
+        return logits if self.output == 'seg_logits' else logits.argmax(1)
+
+
+def end_to_end_module(model: nn.Module, kind: str, seg_output: str = 'seg') -> Tuple[nn.Module, List[str], dict]:
+    """``(module, output names, dynamic axes of the outputs)`` of the exported graph of ``model``."""
+    if kind == 'detector':
+        return DetectorEndToEnd(model), ['dets', 'labels'], {'dets': {0: 'batch'}, 'labels': {0: 'batch'}}
+    if kind == 'segmentor':
+        axes = {0: 'batch', 1: 'height', 2: 'width'} if seg_output == 'seg' else \
+            {0: 'batch', 2: 'height', 3: 'width'}
+        return SegmentorEndToEnd(model, seg_output), [seg_output], {seg_output: axes}
+    raise ValueError(f'no end-to-end graph for a {kind}')
+
+
+def export_end_to_end(model: nn.Module, kind: str, out_file: str, shape: Sequence[int], opset: int = 17,
+                      metadata: dict = None, seg_output: str = 'seg', batch: int = 1) -> Tuple[List[str], List[str]]:
+    """Export a detector / segmentor from the preprocessed image to its final outputs (see the classes above).
+
+    ``metadata`` (str -> JSON-able) is stored as the model's ``metadata_props`` (JSON strings), which
+    :mod:`emo_mm.deploy` reads back. Returns ``(output names, tracer warnings)`` as :func:`export_onnx`.
+    """
+    net, out_names, out_axes = end_to_end_module(model, kind, seg_output)
+    x = torch.randn(batch, 3, *shape)
+    dyn = dict({'input': {0: 'batch', 2: 'height', 3: 'width'}}, **out_axes)
+    os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+    import warnings
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.onnx.export(net.eval(), (x,), out_file, input_names=['input'], output_names=out_names,
+                          opset_version=opset, dynamic_axes=dyn, do_constant_folding=True, dynamo=False)
+    if metadata:
+        set_metadata(out_file, metadata)
+    tracer = sorted({f'{osp.relpath(w.filename, REPO_ROOT)}:{w.lineno}: {str(w.message).split(" might ")[0]}'
+                     for w in caught if issubclass(w.category, torch.jit.TracerWarning)})
+    return out_names, tracer
+
+
+def set_metadata(onnx_file: str, metadata: dict) -> None:
+    """Store ``metadata`` (values JSON-encoded) as ``metadata_props`` of ``onnx_file``."""
+    import json
+    import onnx
+    proto = onnx.load(onnx_file)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.save(proto, onnx_file)
+
+
+def _pytorch_predict(model: nn.Module, kind: str, x: torch.Tensor):
+    """mmdet / mmseg ``predict`` on a preprocessed batch whose every image fills the whole input."""
+    h, w = int(x.shape[2]), int(x.shape[3])
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                scale_factor=(1., 1.))
+    if kind == 'detector':
+        from mmdet.structures import DetDataSample
+        samples = [DetDataSample(metainfo=meta) for _ in range(x.shape[0])]
+    else:
+        from mmseg.structures import SegDataSample
+        samples = [SegDataSample(metainfo=meta) for _ in range(x.shape[0])]
+    with torch.no_grad():
+        return model.predict(x, samples) if kind == 'segmentor' else model.predict(x, samples, rescale=False)
+
+
+def match_detections(dets, labels, ref, rtol: float = 1e-3) -> dict:
+    """Match one image's ONNX detections (``dets`` (K, 5), ``labels`` (K,), padding label -1) to mmdet's
+    ``ref`` InstanceData: each reference box to an unused ONNX box of the same label whose coordinates agree
+    within ``rtol`` relative (of max(|coordinate|, 1)). Returns counts and the worst differences of the
+    matched pairs; unmatched boxes come from NMS ties (equal scores ordered differently) or real errors."""
+    import numpy as np
+    keep = labels >= 0
+    boxes, scores, labels = dets[keep, :4], dets[keep, 4], labels[keep]
+    rb, rs, rl = (ref.bboxes.numpy(), ref.scores.numpy(), ref.labels.numpy())
+    used = np.zeros(len(boxes), bool)
+    matched, box_err, score_err = 0, 0.0, 0.0
+    for b, s, l in zip(rb, rs, rl):
+        err = np.abs(boxes - b).max(1) / np.maximum(np.abs(b).max(), 1.0)
+        ok = np.nonzero((labels == l) & ~used & (err <= rtol))[0]
+        if len(ok):
+            j = ok[np.argmin(err[ok])]
+            used[j] = True
+            matched += 1
+            box_err, score_err = max(box_err, float(err[j])), max(score_err, float(abs(scores[j] - s)))
+    return dict(onnx=int(keep.sum()), pytorch=len(rb), matched=matched, box_rel_err=box_err,
+                score_abs_err=score_err)
+
+
+def compare_end_to_end(model: nn.Module, kind: str, onnx_file: str, x: torch.Tensor,
+                       threads: Optional[int] = None) -> List[dict]:
+    """Run ``onnx_file`` in onnxruntime and the model's own ``predict`` on the preprocessed batch ``x``.
+
+    Detectors: :func:`match_detections` per image. Segmentors: ``dict(pixels, equal)`` per image, the
+    ONNX class map against mmseg's ``pred_sem_seg`` (logits outputs are compared after their argmax).
+    """
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or max(1, torch.get_num_threads())
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(onnx_file, so, providers=['CPUExecutionProvider'])
+    names = [o.name for o in sess.get_outputs()]
+    outs = dict(zip(names, sess.run(None, {'input': x.numpy()})))
+    ref = _pytorch_predict(model, kind, x)
+    if kind == 'detector':
+        return [match_detections(d, l, r.pred_instances) for d, l, r in zip(outs['dets'], outs['labels'], ref)]
+    seg = outs['seg'] if 'seg' in outs else outs['seg_logits'].argmax(1)
+    res = []
+    for s, r in zip(seg, ref):
+        r = r.pred_sem_seg.data[0].numpy()
+        if s.shape != r.shape:
+            raise AssertionError(f'class map shape: onnx {s.shape} vs mmseg {r.shape}')
+        res.append(dict(pixels=int(r.size), equal=int((s == r).sum())))
+    return res

@@ -1,0 +1,190 @@
+"""Run an exported detector / segmentor (``tools/export_onnx.py``) in onnxruntime on a user's images.
+
+    from emo_mm.deploy import OnnxModel
+    model = OnnxModel('ssdlite_emo_1m.onnx')
+    res = model.predict(cv2.imread('demo.jpg'))   # BGR uint8, any size
+    res['bboxes'], res['scores'], res['labels']    # detectors: boxes in the image's own pixels
+    res['sem_seg']                                 # segmentors: (H, W) class map of the image
+
+The export stores what inference needs in the file's ``metadata_props`` (see :func:`deploy_metadata`): the
+config's test-time resize, the data preprocessor's normalisation and padding, the class names and palette.
+This module repeats mmdet's / mmseg's test preprocessing with the same functions (``mmcv.imresize`` /
+``mmcv.imrescale``), so no model code and no config are needed at run time; only numpy, OpenCV, mmcv's image
+functions and onnxruntime.
+
+Two differences to the PyTorch predict, both only where the config pads a batch (RetinaNet: to a multiple
+of 32): the exported graph clips boxes to the padded input instead of the unpadded image (mmdet clips to
+``img_shape``) before NMS, so a box reaching into the padding may be kept or suppressed differently; boxes are
+clipped to the image afterwards. Segmentors exported with the class map (``seg``, the default) are resized
+to the image by nearest neighbour; mmseg resizes the logits bilinearly and takes the argmax afterwards, which
+can move class boundaries by a pixel. Export with ``--seg-output seg_logits`` for mmseg's exact procedure.
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# test pipeline steps that do not change the image (data loading / packing)
+_PASSIVE_STEPS = ('LoadImageFromFile', 'LoadImageFromNDArray', 'InferencerLoader', 'LoadAnnotations',
+                  'PackDetInputs', 'PackSegInputs', 'PackInputs')
+METADATA_VERSION = 1
+
+
+def _resize_step(cfg) -> Optional[dict]:
+    """The one ``Resize`` of the config's test pipeline (None if it has none); anything else that would
+    change the image is refused by name."""
+    from .builder import _iter_pipelines
+    pipe = next(iter(_iter_pipelines(cfg)), None)
+    if pipe is None:
+        raise ValueError('the config has no test pipeline (test_dataloader.dataset.pipeline / test_pipeline)')
+    resize = None
+    for step in pipe:
+        name = step.get('type', '').split('.')[-1]
+        if name in _PASSIVE_STEPS:
+            continue
+        if name != 'Resize' or resize is not None:
+            raise NotImplementedError(f'test pipeline step {name!r} is not supported by emo_mm.deploy '
+                                      f'(supported: one Resize; {", ".join(_PASSIVE_STEPS)})')
+        if step.get('scale') is None:
+            raise NotImplementedError(f'test Resize without a `scale` is not supported: {dict(step)}')
+        resize = dict(scale=list(step['scale']) if not isinstance(step['scale'], int) else step['scale'],
+                      keep_ratio=bool(step.get('keep_ratio', False)),
+                      interpolation=step.get('interpolation', 'bilinear'), backend=step.get('backend', 'cv2'))
+    return resize
+
+
+def _normalisation(model) -> dict:
+    dp = model.data_preprocessor
+    norm = getattr(dp, '_enable_normalize', False)
+    conv = getattr(dp, '_channel_conversion', getattr(dp, 'channel_conversion', False))
+    meta = dict(mean=dp.mean.reshape(-1).tolist() if norm else None,
+                std=dp.std.reshape(-1).tolist() if norm else None, bgr_to_rgb=bool(conv))
+    if hasattr(dp, 'pad_size_divisor'):  # mmdet / mmengine: pad the batch to a multiple, after normalising
+        meta.update(pad_size_divisor=int(dp.pad_size_divisor or 1), pad_value=float(dp.pad_value))
+    else:  # mmseg: padding at test time only through data_preprocessor.test_cfg
+        test_cfg = getattr(dp, 'test_cfg', None) or {}
+        if test_cfg.get('size'):
+            raise NotImplementedError(f'data_preprocessor.test_cfg.size={test_cfg["size"]} is not supported')
+        meta.update(pad_size_divisor=int(test_cfg.get('size_divisor') or 1), pad_value=float(dp.pad_val))
+    return meta
+
+
+def deploy_metadata(cfg, model, kind: str, dataset_meta: Optional[dict] = None, **extra) -> Dict[str, object]:
+    """What :class:`OnnxModel` needs, as JSON-able values: task, preprocessing, classes, palette."""
+    meta = dataset_meta or {}
+    if not meta.get('classes'):
+        from .inference import _dataset_metainfo
+        meta = _dataset_metainfo(cfg)
+    palette = meta.get('palette')
+    out = {'emo_mm.version': METADATA_VERSION, 'emo_mm.task': kind,
+           'emo_mm.preprocess': dict(resize=_resize_step(cfg), **_normalisation(model)),
+           'emo_mm.classes': list(meta.get('classes') or []),
+           'emo_mm.palette': [list(map(int, p)) for p in palette] if palette is not None else None}
+    out.update({f'emo_mm.{k}': v for k, v in extra.items()})
+    return out
+
+
+class Preprocess:
+    """mmdet / mmseg test preprocessing of BGR uint8 images from the stored metadata."""
+
+    def __init__(self, meta: dict):
+        self.resize = meta.get('resize')
+        self.mean = None if meta.get('mean') is None else np.asarray(meta['mean'], np.float32)
+        self.std = None if meta.get('std') is None else np.asarray(meta['std'], np.float32)
+        self.bgr_to_rgb = bool(meta.get('bgr_to_rgb'))
+        self.divisor = int(meta.get('pad_size_divisor') or 1)
+        self.pad_value = float(meta.get('pad_value') or 0.)
+
+    def one(self, img: np.ndarray) -> Tuple[np.ndarray, dict]:
+        """(3, h, w) float32 normalised image and its ``dict(ori_shape, img_shape, scale_factor=(sx, sy))``."""
+        import mmcv
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f'expected a BGR uint8 image (H, W, 3), got {img.dtype} {img.shape}')
+        h0, w0 = img.shape[:2]
+        if self.resize:
+            scale = self.resize['scale']
+            scale = tuple(scale) if isinstance(scale, list) else scale
+            kw = dict(interpolation=self.resize['interpolation'], backend=self.resize['backend'])
+            img = mmcv.imrescale(img, scale, **kw) if self.resize['keep_ratio'] else mmcv.imresize(img, scale, **kw)
+        h, w = img.shape[:2]
+        x = img.astype(np.float32)
+        if self.bgr_to_rgb:
+            x = x[..., ::-1]
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return np.ascontiguousarray(x.transpose(2, 0, 1)), dict(ori_shape=(h0, w0), img_shape=(h, w),
+                                                                scale_factor=(w / w0, h / h0))
+
+    def batch(self, imgs: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[dict]]:
+        """Images padded (bottom / right, with ``pad_value``) to one size, a multiple of the divisor."""
+        ones = [self.one(img) for img in imgs]
+        hs, ws = [x.shape[1] for x, _ in ones], [x.shape[2] for x, _ in ones]
+        d = self.divisor
+        H, W = -(-max(hs) // d) * d, -(-max(ws) // d) * d
+        out = np.full((len(ones), 3, H, W), self.pad_value, np.float32)
+        for i, (x, _) in enumerate(ones):
+            out[i, :, :x.shape[1], :x.shape[2]] = x
+        return out, [info for _, info in ones]
+
+
+class OnnxModel:
+    """An exported detector / segmentor in onnxruntime; :meth:`predict` takes BGR uint8 images of any size."""
+
+    def __init__(self, onnx_file: str, threads: Optional[int] = None):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(onnx_file, so, providers=['CPUExecutionProvider'])
+        props = self.session.get_modelmeta().custom_metadata_map
+        if 'emo_mm.task' not in props:
+            raise ValueError(f'{onnx_file} has no emo_mm metadata: export it with tools/export_onnx.py '
+                             f'(detectors and segmentors)')
+        self.meta = {k[len('emo_mm.'):]: json.loads(v) for k, v in props.items() if k.startswith('emo_mm.')}
+        self.task = self.meta['task']
+        if self.task not in ('detector', 'segmentor'):
+            raise ValueError(f'{onnx_file} is a {self.task} export; OnnxModel runs detectors and segmentors')
+        self.preprocess = Preprocess(self.meta['preprocess'])
+        self.classes = tuple(self.meta.get('classes') or ())
+        self.palette = self.meta.get('palette')
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def predict(self, img: np.ndarray) -> dict:
+        """One image: ``dict(bboxes (K, 4), scores (K,), labels (K,))`` in the image's pixels, or
+        ``dict(sem_seg=(H, W) int64)``."""
+        return self.predict_batch([img])[0]
+
+    def predict_batch(self, imgs: Sequence[np.ndarray]) -> List[dict]:
+        x, infos = self.preprocess.batch(imgs)
+        outs = dict(zip(self.output_names, self.session.run(None, {'input': x})))
+        if self.task == 'detector':
+            return [_rescale_dets(d, l, info) for d, l, info in zip(outs['dets'], outs['labels'], infos)]
+        return [_rescale_seg(outs, i, info) for i, info in enumerate(infos)]
+
+
+def _rescale_dets(dets: np.ndarray, labels: np.ndarray, info: dict) -> dict:
+    keep = labels >= 0  # padding rows have label -1
+    sx, sy = info['scale_factor']
+    h0, w0 = info['ori_shape']
+    boxes = dets[keep, :4] / np.array([sx, sy, sx, sy], np.float32)
+    boxes = np.clip(boxes, 0, np.array([w0, h0, w0, h0], np.float32))
+    return dict(bboxes=boxes, scores=dets[keep, 4], labels=labels[keep].astype(np.int64))
+
+
+def _rescale_seg(outs: dict, i: int, info: dict) -> dict:
+    import cv2
+    h, w = info['img_shape']
+    h0, w0 = info['ori_shape']
+    if 'seg' in outs:
+        seg = outs['seg'][i, :h, :w].astype(np.int32)
+        if (h, w) != (h0, w0):
+            seg = cv2.resize(seg, (w0, h0), interpolation=cv2.INTER_NEAREST)
+        return dict(sem_seg=seg.astype(np.int64))
+    import torch  # mmseg's own resize (bilinear on the logits, then argmax)
+    import torch.nn.functional as F
+    logits = torch.from_numpy(outs['seg_logits'][i:i + 1, :, :h, :w])
+    logits = F.interpolate(logits, size=(h0, w0), mode='bilinear', align_corners=False)
+    return dict(sem_seg=logits.argmax(1)[0].numpy().astype(np.int64))
