@@ -6,7 +6,8 @@ Nothing here edits installed files; each fix is applied at run time and is the s
    so ``--resume``, ``load_from`` and ``tools/test.py`` refuse the checkpoints mmengine itself wrote
    (open-mmlab/mmengine#1655). We allow exactly the globals such checkpoints contain. ``builtins.getattr``
    is among them (HistoryBuffer pickles bound methods through it) and would open a door to arbitrary code,
-   so it is replaced by a getattr that only resolves a HistoryBuffer's statistics methods.
+   so it is replaced by a getattr that only resolves a HistoryBuffer's statistics methods; ``builtins.bytes``
+   (an empty HistoryBuffer) by one that cannot be asked to allocate memory.
 2. Local checkpoint reads go through :func:`load_local_checkpoint`, which names the file in its errors
    (a truncated download otherwise reports "failed finding central directory" and nothing else) and
    explains a refused pickle instead of suggesting ``weights_only=False``.
@@ -49,6 +50,15 @@ def _history_buffer_getattr(obj, name):
         'mmengine HistoryBuffer are allowed, anything else could run code')
 
 
+def _checkpoint_bytes(*args):
+    """``bytes`` as pickle protocol 2 uses it: ``bytes()`` for an empty bytes object (an empty HistoryBuffer's
+    array holds one). ``bytes(n)`` would allocate n bytes: a two-line pickle could ask for terabytes."""
+    if args and not isinstance(args[0], (bytes, bytearray, str)):
+        raise pickle.UnpicklingError(f'checkpoint asks for bytes({type(args[0]).__name__}); only bytes() and '
+                                     'bytes(<bytes or str>, ...) appear in checkpoints mmengine writes')
+    return bytes(*args)
+
+
 MMENGINE_CHECKPOINT_GLOBALS = [
     HistoryBuffer,
     np.ndarray,
@@ -56,6 +66,7 @@ MMENGINE_CHECKPOINT_GLOBALS = [
     np._core.multiarray._reconstruct,
     np._core.multiarray.scalar,
     (_history_buffer_getattr, 'builtins.getattr'),
+    (_checkpoint_bytes, 'builtins.bytes'),
 ] + [cls for cls in vars(np.dtypes).values() if isinstance(cls, type) and issubclass(cls, np.dtype)]
 
 torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)

@@ -6,6 +6,7 @@ stops at once with one message that says what is missing, where it is expected a
 """
 import os.path as osp
 
+from .data_checks import annotation_problem
 from .mini import pretrained_init_cfgs
 
 # Dataset type -> (human name, expected layout) for the messages.
@@ -20,36 +21,42 @@ class PreflightError(RuntimeError):
     """Raised with a message meant for the user, not a traceback."""
 
 
-def _leaf_datasets(dataset_cfg):
+def leaf_datasets(dataset_cfg):
     """Unwrap RepeatDataset / ClassBalancedDataset / ConcatDataset to the datasets that read files."""
     if 'dataset' in dataset_cfg:
-        yield from _leaf_datasets(dataset_cfg['dataset'])
+        yield from leaf_datasets(dataset_cfg['dataset'])
     elif 'datasets' in dataset_cfg:
         for sub in dataset_cfg['datasets']:
-            yield from _leaf_datasets(sub)
+            yield from leaf_datasets(sub)
     else:
         yield dataset_cfg
 
 
+def _ann_path(dataset_cfg):
+    root, ann_file = dataset_cfg.get('data_root') or '', dataset_cfg.get('ann_file')
+    return (ann_file if osp.isabs(ann_file) else osp.join(root, ann_file)) if ann_file else None
+
+
 def _missing_dataset_paths(dataset_cfg):
     root = dataset_cfg.get('data_root') or ''
-    paths = [root] if root else []
-    ann_file = dataset_cfg.get('ann_file')
-    if ann_file:
-        paths.append(ann_file if osp.isabs(ann_file) else osp.join(root, ann_file))
+    paths = [p for p in (root, _ann_path(dataset_cfg)) if p]
     return [p for p in paths if not osp.exists(p)]
 
 
 def dataset_problems(cfg, loaders=('train_dataloader', 'val_dataloader')):
-    """One message per dataset in ``loaders`` whose root or annotation file does not exist."""
+    """One message per dataset in ``loaders`` whose root or annotation file is missing or unreadable."""
     problems = []
     for name in loaders:
         loader = cfg.get(name)
         if not loader:
             continue
-        for ds in _leaf_datasets(loader['dataset']):
+        for ds in leaf_datasets(loader['dataset']):
             missing = _missing_dataset_paths(ds)
             if not missing:
+                problem = annotation_problem(_ann_path(ds) or '', str(ds.get('type', '')))
+                msg = f'{name}: annotation file {_ann_path(ds)} {problem}.' if problem else None
+                if msg and msg not in problems:
+                    problems.append(msg)
                 continue
             title, layout = _DATASETS.get(ds.get('type'), (ds.get('type', 'dataset'), None))
             msg = f'{name}: {title} not found: missing {", ".join(missing)}.'
@@ -74,10 +81,10 @@ def pretrained_problems(cfg):
 
 
 def check(cfg, loaders, mini_hint=None):
-    """Raise :class:`PreflightError` listing every missing input of ``cfg``."""
+    """Raise :class:`PreflightError` listing every missing or unreadable input of ``cfg``."""
     problems = dataset_problems(cfg, loaders) + pretrained_problems(cfg)
     if problems:
-        text = 'Cannot start, inputs are missing:\n- ' + '\n- '.join(problems)
+        text = 'Cannot start, inputs are missing or unreadable:\n- ' + '\n- '.join(problems)
         if mini_hint:
             text += f'\n\n{mini_hint}'
         raise PreflightError(text)

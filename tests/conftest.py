@@ -24,3 +24,8 @@ def mini_data():
     """data/mini/{coco,ade,imagenet}, generated once (the generator skips complete sets)."""
     run_tool('tools/make_mini_data.py', timeout=300)
     return ROOT / 'data' / 'mini'
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: minutes-long reliability loops; `make test-slow` runs them, '
+                                       '`make test` deselects them')

@@ -3,6 +3,9 @@
     python tools/train.py configs/det/ssdlite_emo_5m.py
     python tools/train.py configs/det/ssdlite_emo_1m.py --mini          # embedded mini COCO
     python tools/train.py CONFIG --resume [CKPT] --amp --cfg-options k=v
+
+Checkpoints are written atomically and ``--resume`` continues exactly where the last complete checkpoint
+left off (docs/cluster.md: what is guaranteed).
 """
 import argparse
 import warnings
@@ -11,6 +14,10 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import emo_mm  # noqa: F401  (registers models, activates the compatibility layer)
+from emo_mm.checkpointing import (enable_atomic_checkpoints, enable_exact_resume, find_resumable_checkpoint,
+                                  remove_partial_files)
+from emo_mm.data_checks import exit_on_bad_data, guard_pipelines
+from emo_mm.distributed import configure_cpu_distributed
 from emo_mm.launch import add_common_args, build_runner, prepare_config
 
 
@@ -18,7 +25,7 @@ def parse_args():
     parser = argparse.ArgumentParser(description='Train a detector, segmentor or classifier')
     parser.add_argument('config', help='config file (also mmdet::/mmseg::/mmpretrain:: paths)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from CKPT, or from the latest checkpoint in the work dir if no path')
+                        help='resume from CKPT, or from the latest complete checkpoint in the work dir if no path')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the LR by (total batch / auto_scale_lr.base_batch_size)')
@@ -36,11 +43,19 @@ def main():
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
+    configure_cpu_distributed(cfg)
+    # not the test pipeline: inferencers look for LoadImageFromFile in it (dumped config)
+    guard_pipelines(cfg, ('train_dataloader', 'val_dataloader'))
+    enable_atomic_checkpoints()
+    enable_exact_resume(cfg)
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        remove_partial_files(cfg.work_dir)
+        cfg.load_from = find_resumable_checkpoint(cfg.work_dir)
+        cfg.resume = cfg.load_from is not None  # nothing complete to resume from: start from scratch
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    build_runner(cfg).train()
+    with exit_on_bad_data():
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':

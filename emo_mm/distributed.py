@@ -1,0 +1,115 @@
+"""Multi-process training on CPUs (gloo), as ``tools/dist_train.sh`` runs it without CUDA.
+
+mmengine 0.10.7 assumes one GPU per process in two places, both fixed here without touching it:
+
+* it wraps the model as ``DistributedDataParallel(device_ids=[LOCAL_RANK])``, which torch refuses for a
+  CPU model; :class:`CPUDistributedDataParallel` is the same wrapper without ``device_ids``;
+* ``sync_bn='torch'`` converts BatchNorm to ``torch.nn.SyncBatchNorm``, whose forward raises for CPU
+  tensors (its CUDA kernels have no CPU version); the wrapper switches those layers to
+  :class:`CPUSyncBatchNorm`, which computes the same statistics over all processes with ``all_reduce``.
+
+:func:`configure_cpu_distributed` puts the wrapper into a config; ``tools/train.py`` and ``tools/test.py``
+call it when the launcher is not ``none`` and there is no GPU (``emo_mm.launch`` picks gloo then).
+"""
+import torch
+import torch.distributed as dist
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
+from torch import nn
+
+
+class _SyncBatchNormFunction(torch.autograd.Function):
+    """Training-mode batch norm whose mean / variance (and their gradients) span every process."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, group):
+        channels = x.shape[1]
+        dims = [d for d in range(x.dim()) if d != 1]
+        x64 = x.double()  # E[x^2] - E[x]^2 in float32 loses digits when |mean| >> std
+        stats = torch.cat([x64.sum(dims), (x64 * x64).sum(dims),
+                           x64.new_tensor([x.numel() // max(channels, 1)])])
+        dist.all_reduce(stats, group=group)
+        count = stats[-1]
+        mean = stats[:channels] / count
+        var = (stats[channels:2 * channels] / count - mean * mean).clamp_min(0)
+        if running_mean is not None:
+            with torch.no_grad():
+                running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+                unbiased = var * count / (count - 1).clamp_min(1)
+                running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        invstd = (var + eps).rsqrt().to(x.dtype).view(shape)
+        x_hat = (x - mean.to(x.dtype).view(shape)) * invstd
+        ctx.save_for_backward(x_hat, invstd, weight)
+        ctx.group, ctx.count, ctx.dims = group, count.item(), dims
+        out = x_hat
+        if weight is not None:
+            out = out * weight.view(shape)
+        if bias is not None:
+            out = out + bias.view(shape)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x_hat, invstd, weight = ctx.saved_tensors
+        channels, dims = x_hat.shape[1], ctx.dims
+        shape = [1, channels] + [1] * (x_hat.dim() - 2)
+        sum_dy = grad_out.sum(dims)
+        sum_dy_xhat = (grad_out * x_hat).sum(dims)
+        # the parameters' gradients stay local: DistributedDataParallel averages them like any other
+        grad_weight, grad_bias = sum_dy_xhat.clone(), sum_dy.clone()
+        both = torch.cat([sum_dy, sum_dy_xhat])
+        dist.all_reduce(both, group=ctx.group)
+        mean_dy = (both[:channels] / ctx.count).view(shape)
+        mean_dy_xhat = (both[channels:] / ctx.count).view(shape)
+        scale = invstd if weight is None else invstd * weight.view(shape)
+        grad_in = scale * (grad_out - mean_dy - x_hat * mean_dy_xhat)
+        return (grad_in, grad_weight if weight is not None else None, grad_bias if weight is not None else None,
+                None, None, None, None, None)
+
+
+class CPUSyncBatchNorm(nn.SyncBatchNorm):
+    """``torch.nn.SyncBatchNorm`` that also synchronises CPU tensors (over gloo)."""
+
+    def forward(self, x):
+        sync = (self.training and x.device.type == 'cpu' and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size(self.process_group) > 1)
+        if not sync:
+            return super().forward(x)
+        self._check_input_dim(x)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as in nn.BatchNorm
+                momentum = 1.0 / self.num_batches_tracked.item()
+        running = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
+        return _SyncBatchNormFunction.apply(x, self.weight, self.bias, *running, self.eps, momentum,
+                                            self.process_group or dist.group.WORLD)
+
+
+def use_cpu_sync_batchnorm(module):
+    """Switch every ``torch.nn.SyncBatchNorm`` below ``module`` to :class:`CPUSyncBatchNorm` in place."""
+    count = 0
+    for m in module.modules():
+        if type(m) is nn.SyncBatchNorm:
+            m.__class__ = CPUSyncBatchNorm  # same state, only forward differs
+            count += 1
+    return count
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """``MMDistributedDataParallel`` for CPU processes: no ``device_ids``, SyncBN over gloo."""
+
+    def __init__(self, module, **kwargs):
+        use_cpu_sync_batchnorm(module)
+        super().__init__(module=module, **kwargs)
+
+
+def configure_cpu_distributed(cfg):
+    """Wrap the model of a distributed CPU run in :class:`CPUDistributedDataParallel` (gloo: launch.py)."""
+    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+        return
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel',
+                                     find_unused_parameters=cfg.get('find_unused_parameters', False))
