@@ -82,6 +82,8 @@ def deploy_metadata(cfg, model, kind: str, dataset_meta: Optional[dict] = None, 
            'emo_mm.preprocess': dict(resize=_resize_step(cfg), **_normalisation(model)),
            'emo_mm.classes': list(meta.get('classes') or []),
            'emo_mm.palette': [list(map(int, p)) for p in palette] if palette is not None else None}
+    if kind == 'segmentor':  # mmseg resizes the logits to the image with the decode head's setting
+        out['emo_mm.align_corners'] = bool(model.decode_head.align_corners)
     out.update({f'emo_mm.{k}': v for k, v in extra.items()})
     return out
 
@@ -162,7 +164,8 @@ class OnnxModel:
         outs = dict(zip(self.output_names, self.session.run(None, {'input': x})))
         if self.task == 'detector':
             return [_rescale_dets(d, l, info) for d, l, info in zip(outs['dets'], outs['labels'], infos)]
-        return [_rescale_seg(outs, i, info) for i, info in enumerate(infos)]
+        align = bool(self.meta.get('align_corners', False))
+        return [_rescale_seg(outs, i, info, align) for i, info in enumerate(infos)]
 
 
 def _rescale_dets(dets: np.ndarray, labels: np.ndarray, info: dict) -> dict:
@@ -174,7 +177,7 @@ def _rescale_dets(dets: np.ndarray, labels: np.ndarray, info: dict) -> dict:
     return dict(bboxes=boxes, scores=dets[keep, 4], labels=labels[keep].astype(np.int64))
 
 
-def _rescale_seg(outs: dict, i: int, info: dict) -> dict:
+def _rescale_seg(outs: dict, i: int, info: dict, align_corners: bool) -> dict:
     import cv2
     h, w = info['img_shape']
     h0, w0 = info['ori_shape']
@@ -186,5 +189,5 @@ def _rescale_seg(outs: dict, i: int, info: dict) -> dict:
     import torch  # mmseg's own resize (bilinear on the logits, then argmax)
     import torch.nn.functional as F
     logits = torch.from_numpy(outs['seg_logits'][i:i + 1, :, :h, :w])
-    logits = F.interpolate(logits, size=(h0, w0), mode='bilinear', align_corners=False)
+    logits = F.interpolate(logits, size=(h0, w0), mode='bilinear', align_corners=align_corners)
     return dict(sem_seg=logits.argmax(1)[0].numpy().astype(np.int64))

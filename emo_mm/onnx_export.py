@@ -130,24 +130,46 @@ class _BatchedMultiClassNMS(torch.autograd.Function):
                     g.op('Constant', value_t=torch.tensor([score_thr], dtype=torch.float)))
 
 
-def lively_init(model: nn.Module, seed: int = 0) -> nn.Module:
+def lively_init(model: nn.Module, seed: int = 0, probe_size: int = 128) -> nn.Module:
     """Seeded random weights whose outputs vary over the image (for export checks and benchmarks).
 
     A freshly built detector has the head's default init and BatchNorm statistics 0 / 1: its features are
     nearly constant over the image, every class scores ~1/C and nothing passes ``score_thr``, so an export
-    check would compare empty outputs. Here convs / linears get He-normal weights and small biases, norms
-    weights in [0.5, 1.5): activations keep their scale through the network, scores spread out and
-    detections (with real NMS work) appear.
+    check would compare empty outputs. Here convs / linears get normal weights and small biases, norm layers
+    weights in [0.5, 1.5), and then each conv / linear is scaled so that its output has unit std on a seeded
+    random probe image (one pass of LSUV, Mishkin & Matas 2016): class scores spread out without saturating
+    (saturated sigmoid scores would tie at 1.0), and detections with real NMS work appear.
     """
+    from .builder import model_kind
     g = torch.Generator().manual_seed(seed)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            m.weight.data = torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5
+            m.weight.data = torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5
             if m.bias is not None:
                 m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.1
         elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:
             m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
             m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.1
+    scaled = set()
+
+    def unit_std(layer, inputs, out):
+        if layer in scaled:  # a layer run on several inputs (shared head convs) is scaled on its first
+            return None
+        scaled.add(layer)
+        s = out.std().clamp(min=1e-6)
+        layer.weight.data /= s
+        if layer.bias is not None:
+            layer.bias.data /= s
+        return out / s
+
+    handles = [m.register_forward_hook(unit_std) for m in layers]
+    try:
+        with torch.no_grad():
+            TensorForward(model.eval(), model_kind(model))(torch.randn(1, 3, probe_size, probe_size, generator=g))
+    finally:
+        for h in handles:
+            h.remove()
     return model
 
 
