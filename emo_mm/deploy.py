@@ -135,7 +135,11 @@ class OnnxModel:
     """An exported detector / segmentor in onnxruntime; :meth:`predict` takes BGR uint8 images of any size."""
 
     def __init__(self, onnx_file: str, threads: Optional[int] = None):
+        import os.path as osp
+
         import onnxruntime as ort
+        if not osp.isfile(onnx_file):
+            raise FileNotFoundError(f'ONNX file not found: {onnx_file}')
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
@@ -191,3 +195,45 @@ def _rescale_seg(outs: dict, i: int, info: dict, align_corners: bool) -> dict:
     logits = torch.from_numpy(outs['seg_logits'][i:i + 1, :, :h, :w])
     logits = F.interpolate(logits, size=(h0, w0), mode='bilinear', align_corners=align_corners)
     return dict(sem_seg=logits.argmax(1)[0].numpy().astype(np.int64))
+
+
+class OnnxInferencer:
+    """The part of mmdet's ``DetInferencer`` / mmseg's ``MMSegInferencer`` that :func:`emo_mm.inference.infer`
+    uses (call, ``model.dataset_meta``, ``visualizer``), over an :class:`OnnxModel`: the same pictures."""
+
+    _count = 0
+
+    def __init__(self, onnx_file: str, threads: Optional[int] = None):
+        from types import SimpleNamespace
+        self.onnx = OnnxModel(onnx_file, threads)
+        self.codebase = 'mmdet' if self.onnx.task == 'detector' else 'mmseg'
+        meta = dict(classes=self.onnx.classes)
+        if self.onnx.palette is not None:
+            meta['palette'] = [tuple(p) for p in self.onnx.palette]
+        self.model = SimpleNamespace(dataset_meta=meta)
+        OnnxInferencer._count += 1
+        name = f'emo_mm_onnx_{OnnxInferencer._count}'
+        if self.codebase == 'mmdet':
+            from mmdet.visualization import DetLocalVisualizer
+            self.visualizer = DetLocalVisualizer(name=name)
+            self.visualizer.dataset_meta = meta
+        else:
+            from mmseg.visualization import SegLocalVisualizer
+            self.visualizer = SegLocalVisualizer(name=name)
+            self.visualizer.set_dataset_meta(meta['classes'], meta.get('palette'))
+
+    def __call__(self, imgs, return_datasamples: bool = True, **kwargs):
+        import torch
+        from mmengine.structures import InstanceData, PixelData
+        samples = []
+        for img, res in zip(imgs, self.onnx.predict_batch(imgs)):
+            if self.codebase == 'mmdet':
+                from mmdet.structures import DetDataSample
+                s = DetDataSample(metainfo=dict(ori_shape=img.shape[:2]))
+                s.pred_instances = InstanceData(**{k: torch.from_numpy(v) for k, v in res.items()})
+            else:
+                from mmseg.structures import SegDataSample
+                s = SegDataSample(metainfo=dict(ori_shape=img.shape[:2]))
+                s.pred_sem_seg = PixelData(data=torch.from_numpy(res['sem_seg'])[None])
+            samples.append(s)
+        return dict(predictions=samples) if self.codebase == 'mmdet' else samples
