@@ -19,6 +19,9 @@ PEERS: 'OrderedDict[str, str]' = OrderedDict([
     ('MobileViT-xsmall', 'mobilevit-xsmall_3rdparty_in1k'),
 ])
 REFERENCE_PEER = 'EdgeNeXt-xxsmall'
+# how a user's process runs inference without gradients: name -> context manager
+GRAD_MODES: 'OrderedDict[str, type]' = OrderedDict([('no_grad', torch.no_grad),
+                                                    ('inference_mode', torch.inference_mode)])
 
 
 def build_bench_model(name: str, deploy: bool = False) -> Tuple[nn.Module, str]:
@@ -36,13 +39,14 @@ def build_bench_model(name: str, deploy: bool = False) -> Tuple[nn.Module, str]:
 
 
 def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory in the process instead of returning it to the OS.
+    """Make glibc's malloc keep freed memory in the process instead of returning it to the OS (the
+    benchmark's ``--allocator keep``; a plain process, the headline figures, does not do this).
 
     By default glibc serves blocks over its (dynamic, at most 32 MiB) mmap threshold with fresh ``mmap``
     calls and trims the heap top on free, so every large activation of a forward pass is new memory that
-    faults in page by page: measured ~37,600 minor faults per EMO-1M forward at batch 16 (224), a third of
-    its run time in the kernel. Raising the mmap threshold to 1 GiB and disabling trimming (the same as
-    ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, what jemalloc/tcmalloc do by design) makes
+    faults in page by page (EMO's deploy forward avoids this itself, see ``EMOBackboneBase.early_chunk_bytes``;
+    its plain forward and other models do not). Raising the mmap threshold to 1 GiB and disabling trimming
+    (the same as ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, what jemalloc/tcmalloc do by design) makes
     repeated forwards reuse their buffers. Process-wide, so it applies to every model of a benchmark run
     alike. Returns False where the C library is not glibc (nothing changed).
     """
@@ -66,10 +70,11 @@ def _run(fn, x, n: int) -> float:
 
 
 class ThroughputCase:
-    """One model at one batch / size in one memory layout, ready to be timed (eval, inference_mode).
+    """One model at one batch / size in one memory layout, ready to be timed in eval mode.
 
     ``calibrate()`` warms up and picks the iterations per timed repeat (at least ``min_time`` s);
-    ``time_once()`` returns images/s of one repeat. Timing several cases round-robin (repeat 1 of every
+    ``time_once(grad_mode)`` returns images/s of one repeat under ``torch.no_grad()`` or
+    ``torch.inference_mode()`` (:data:`GRAD_MODES`). Timing several cases round-robin (repeat 1 of every
     model, then repeat 2...) spreads load changes of a shared machine over all models alike.
     """
 
@@ -86,23 +91,25 @@ class ThroughputCase:
 
     def calibrate(self, min_time: float = 0.3, warmup: int = 2) -> 'ThroughputCase':
         self._set_layout()
-        with torch.inference_mode():
-            for _ in range(warmup):
-                self.fwd(self.x)
+        for grad_mode in GRAD_MODES.values():  # warm up both (the first call packs oneDNN weights)
+            with grad_mode():
+                for _ in range(warmup):
+                    self.fwd(self.x)
+        with torch.no_grad():
             dt = _run(self.fwd, self.x, 1)
         self.n = max(1, int(min_time / max(dt, 1e-6)))
         return self
 
-    def time_once(self) -> float:
+    def time_once(self, grad_mode: str = 'no_grad') -> float:
         self._set_layout()
-        with torch.inference_mode():
+        with GRAD_MODES[grad_mode]():
             return self.n * self.batch / _run(self.fwd, self.x, self.n)
 
 
 def fastest_layout_case(model: nn.Module, kind: str, batch: int, size: int, min_time: float = 0.3
                         ) -> ThroughputCase:
-    """Probe NCHW and channels_last (warm-up, then timed in the order A B B A, which cancels a linear
-    drift of the machine's speed); the calibrated case of the faster."""
+    """Probe NCHW and channels_last under ``no_grad`` (warm-up, then timed in the order A B B A, which
+    cancels a linear drift of the machine's speed); the calibrated case of the faster."""
     cases = [ThroughputCase(model, kind, batch, size, lay).calibrate(min_time, warmup=1)
              for lay in ('nchw', 'channels_last')]
     rates = [0.0, 0.0]

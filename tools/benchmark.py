@@ -1,25 +1,30 @@
 """CPU throughput (images/s) of the EMO / EMOv2 classifiers and mmpretrain peers of similar size.
 
     python tools/benchmark.py [--models NAME ...] [--batch 1 16] [--sizes 224 320 512] [--threads N]
-                              [--repeats 9] [--min-time 0.2] [--allocator keep|default] [--quick]
+                              [--repeats 9] [--min-time 0.2] [--allocator default|keep|both] [--quick]
 
-Every model runs in eval mode under ``torch.inference_mode()`` in one process, EMO variants both plain and
-deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and channels_last are probed (warm-up,
-two timed runs each, in the order A B B A) and the faster layout is kept; then every model is timed
-``--repeats`` times round-robin, each run lasting at least ``--min-time`` s, and the median is reported.
-Round-robin spreads load changes of a shared machine over all models alike; every other round runs in reverse
-order, because a model timed right after another measures a few % apart from the same model timed right before
-it. The table gives images/s, the layout used and the ratio to EdgeNeXt-xxsmall at the same batch/size: the
-median over rounds of the ratio within each round, with its interquartile range (on a machine whose speed
-drifts, per-round ratios cancel the drift that a ratio of two medians keeps). Numbers depend on the machine
-and on its load; they are never asserted in tests.
-By default glibc is told to keep freed memory (``--allocator keep``, process-wide, so every model alike):
-with its defaults each large activation is fresh memory and page faults dominate at batch 16.
+What a user's own process gets: every model runs in eval mode in one plain process (glibc's default
+allocator), timed under ``torch.no_grad()`` and under ``torch.inference_mode()`` (one row each); EMO variants
+both plain and deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and channels_last are
+probed (warm-up, two timed runs each, in the order A B B A, under no_grad) and the faster layout is kept; then
+every model is timed ``--repeats`` times round-robin, each run lasting at least ``--min-time`` s, and the
+median is reported. Round-robin spreads load changes of a shared machine over all models alike; every other
+round runs in reverse order, because a model timed right after another measures a few % apart from the same
+model timed right before it. The table gives images/s, the layout used and the ratio to EdgeNeXt-xxsmall at
+the same batch/size and grad mode: the median over rounds of the ratio within each round, with its
+interquartile range (on a machine whose speed drifts, per-round ratios cancel the drift that a ratio of two
+medians keeps). Numbers depend on the machine and on its load; they are never asserted in tests.
+``--allocator keep`` tells glibc to keep freed memory in this process (``mallopt``, process-wide, what a
+plain process does not do); ``--allocator both`` measures that in a second process and prints its figures in
+extra columns beside the plain-process ones.
 """
 import argparse
-import statistics
+import json
 import os.path as osp
+import statistics
+import subprocess
 import sys
+import tempfile
 import warnings
 import time
 
@@ -28,8 +33,8 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import torch  # noqa: E402
 
-from emo_mm.benchmarking import (PEERS, REFERENCE_PEER, build_bench_model, fastest_layout_case,  # noqa: E402
-                                 keep_freed_memory)
+from emo_mm.benchmarking import (GRAD_MODES, PEERS, REFERENCE_PEER, build_bench_model,  # noqa: E402
+                                 fastest_layout_case, keep_freed_memory)
 from emo_mm.variants import VARIANTS  # noqa: E402
 
 DEFAULT_MODELS = list(VARIANTS) + list(PEERS)
@@ -57,31 +62,18 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=9, help='timed repeats (median reported)')
     p.add_argument('--min-time', type=float, default=0.2, help='seconds per timed repeat (at least)')
     p.add_argument('--no-deploy', action='store_true', help='skip the deploy mode of EMO variants')
-    p.add_argument('--allocator', choices=['keep', 'default'], default='keep',
-                   help="'keep' (default): glibc keeps freed memory for reuse (no page faults on every "
-                   "large activation; see emo_mm.benchmarking.keep_freed_memory); 'default': glibc's defaults")
+    p.add_argument('--allocator', choices=['default', 'keep', 'both'], default='default',
+                   help="'default': glibc's defaults, what a plain process gets; 'keep': glibc keeps freed "
+                   "memory for reuse (mallopt in this process, see emo_mm.benchmarking.keep_freed_memory); "
+                   "'both': the default, with the 'keep' figures of a second process in extra columns")
+    p.add_argument('--rows-json', default=None, help=argparse.SUPPRESS)  # 'both': the second process's rows
     p.add_argument('--quick', action='store_true',
                    help=f'smoke test: {QUICK_MODELS}, batch 1, size 224, 2 short repeats')
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.quick:
-        models = args.models or QUICK_MODELS
-        args.batch, args.sizes, args.repeats, args.min_time = [1], [224], 2, 0.05
-    else:
-        models = args.models or DEFAULT_MODELS
-    if REFERENCE_PEER not in models:
-        models = models + [REFERENCE_PEER]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    allocator = 'glibc defaults'
-    if args.allocator == 'keep':
-        allocator = 'freed memory kept (mallopt)' if keep_freed_memory() else 'not glibc: defaults'
-    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, allocator: {allocator}, '
-          f'batches {args.batch}, sizes {args.sizes}, median of {args.repeats} repeats >= {args.min_time}s')
-
+def measure(args, models):
+    """Rows ``(batch, size, name, mode, grad_mode, params, layout, img/s, (ratio, q1, q3))``."""
     runs = []  # (name, mode, model, kind, params in M)
     for name in models:
         modes = ['plain'] + (['deploy'] if name in VARIANTS and not args.no_deploy else [])
@@ -96,32 +88,83 @@ def main(argv=None):
 
     rows = []
     t_start = time.time()
+    timed = [(i, g) for i in range(len(runs)) for g in GRAD_MODES]
     for batch in args.batch:
         for size in args.sizes:
-            # pick each model's faster layout, then time round-robin: repeat r of every model, then r+1,
-            # every other round in reverse order (a model timed right after another is measured a few % apart
-            # from the same model timed right before it; alternating cancels that and linear drift)
+            # pick each model's faster layout, then time round-robin: repeat r of every model (each grad
+            # mode), then r+1, every other round in reverse order (a model timed right after another is
+            # measured a few % apart from the same model timed right before it; alternating cancels that and
+            # linear drift)
             cases = [fastest_layout_case(model, kind, batch, size, args.min_time)
                      for _, _, model, kind, _ in runs]
-            rates = [[] for _ in runs]
+            rates = {key: [] for key in timed}
             for repeat in range(args.repeats):
-                order = range(len(cases)) if repeat % 2 == 0 else reversed(range(len(cases)))
-                for i in order:
-                    rates[i].append(cases[i].time_once())
-            ref = next((r for (name, mode, *_), r in zip(runs, rates) if (name, mode) == (REFERENCE_PEER, 'plain')),
-                       None)
-            for (name, mode, model, _, params), case, r in zip(runs, cases, rates):
+                for i, g in (timed if repeat % 2 == 0 else timed[::-1]):
+                    rates[i, g].append(cases[i].time_once(g))
+            ref = next((i for i, (name, mode, *_) in enumerate(runs)
+                        if (name, mode) == (REFERENCE_PEER, 'plain')), None)
+            for i, (name, mode, model, _, params) in enumerate(runs):
                 model.to(memory_format=torch.contiguous_format)
-                ratios = paired_ratios(r, ref)
-                rows.append((batch, size, name, mode, params, case.layout, statistics.median(r), ratios))
-                print(f'  batch {batch} size {size} {name} {mode}: {statistics.median(r):.1f} img/s ({case.layout})',
-                      flush=True)
+                for g in GRAD_MODES:
+                    r = rates[i, g]
+                    ratios = paired_ratios(r, rates[ref, g] if ref is not None else None)
+                    rows.append((batch, size, name, mode, g, params, cases[i].layout, statistics.median(r), ratios))
+                    print(f'  batch {batch} size {size} {name} {mode} {g}: {statistics.median(r):.1f} img/s '
+                          f'({cases[i].layout})', flush=True)
             print(f'  ({time.time() - t_start:.0f} s)', flush=True)
-    hdr = ('batch', 'size', 'model', 'mode', 'params(M)', 'layout', 'img/s', f'x {REFERENCE_PEER}', 'IQR')
+    return rows
+
+
+def measure_in_child(argv, path):
+    """Rows of this benchmark run in a second process with ``--allocator keep``, keyed by
+    ``(batch, size, name, mode, grad_mode)``."""
+    argv = list(argv if argv is not None else sys.argv[1:])
+    cmd = [sys.executable, osp.abspath(__file__), *argv, '--allocator', 'keep', '--rows-json', path]
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f'the --allocator keep process failed (exit code {proc.returncode})')
+    with open(path) as f:
+        return {tuple(r[:5]): r for r in json.load(f)}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.quick:
+        models = args.models or QUICK_MODELS
+        args.batch, args.sizes, args.repeats, args.min_time = [1], [224], 2, 0.05
+    else:
+        models = args.models or DEFAULT_MODELS
+    if REFERENCE_PEER not in models:
+        models = models + [REFERENCE_PEER]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kept = {}
+    if args.allocator == 'both':
+        with tempfile.TemporaryDirectory() as tmp:
+            print('measuring --allocator keep in a second process first', flush=True)
+            kept = measure_in_child(argv, osp.join(tmp, 'rows.json'))
+    allocator = 'glibc defaults (a plain process)'
+    if args.allocator == 'keep':
+        allocator = 'freed memory kept (mallopt)' if keep_freed_memory() else 'not glibc: defaults'
+    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, allocator: {allocator}, '
+          f'batches {args.batch}, sizes {args.sizes}, median of {args.repeats} repeats >= {args.min_time}s')
+    t_start = time.time()
+    rows = measure(args, models)
+    if args.rows_json:
+        with open(args.rows_json, 'w') as f:
+            json.dump(rows, f)
+        return
+    hdr = ['batch', 'size', 'model', 'mode', 'grad', 'params(M)', 'layout', 'img/s', f'x {REFERENCE_PEER}', 'IQR']
+    if kept:
+        hdr += ['img/s (keep)', 'x (keep)', 'IQR (keep)']
     print(f'\n{"| " + " | ".join(hdr) + " |"}\n|{"---|" * len(hdr)}')
-    for b, s, name, mode, params, layout, rate, (ratio, lo, hi) in rows:
-        print(f'| {b} | {s} | {name} | {mode} | {params:.3f} | {layout} | {rate:.1f} | {ratio:.2f} '
-              f'| {lo:.2f}-{hi:.2f} |')
+    for b, s, name, mode, g, params, layout, rate, (ratio, lo, hi) in rows:
+        line = (f'| {b} | {s} | {name} | {mode} | {g} | {params:.3f} | {layout} | {rate:.1f} | {ratio:.2f} '
+                f'| {lo:.2f}-{hi:.2f} |')
+        k = kept.get((b, s, name, mode, g))
+        if kept:
+            line += (f' {k[7]:.1f} | {k[8][0]:.2f} | {k[8][1]:.2f}-{k[8][2]:.2f} |' if k else ' - | - | - |')
+        print(line)
     print(f'\n{len(rows)} rows in {time.time() - t_start:.0f} s')
 
 
