@@ -141,10 +141,13 @@ def test_export_onnx_cli(tmp_path):
 def test_benchmark_quick_smoke():
     out = _run(['tools/benchmark.py', '--quick', '--threads', '1'])
     rows = [line for line in out.splitlines() if line.startswith('| 1 | 224 |')]
-    found = {tuple(c.strip() for c in r.strip('|').split('|')[2:4]) for r in rows}
-    expected = {('EMO-1M', 'plain'), ('EMO-1M', 'deploy'), ('EMOv2-1M', 'plain'), ('EMOv2-1M', 'deploy'),
-                ('EdgeNeXt-xxsmall', 'plain')}
+    found = {tuple(c.strip() for c in r.strip('|').split('|')[2:5]) for r in rows}
+    # every model under both ways a user's process runs without gradients
+    models = [('EMO-1M', 'plain'), ('EMO-1M', 'deploy'), ('EMOv2-1M', 'plain'), ('EMOv2-1M', 'deploy'),
+              ('EdgeNeXt-xxsmall', 'plain')]
+    expected = {(model, mode, grad) for model, mode in models for grad in ('no_grad', 'inference_mode')}
     assert expected <= found, out
+    assert 'allocator: glibc defaults' in out, out  # the headline is a plain process
     for row in rows:  # ratio to EdgeNeXt-xxsmall = median of per-repeat ratios, inside its IQR
         ratio, iqr = [c.strip() for c in row.strip().strip('|').split('|')[-2:]]
         lo, hi = map(float, iqr.split('-'))
