@@ -164,12 +164,16 @@ def lively_init(model: nn.Module, seed: int = 0, probe_size: int = 128) -> nn.Mo
         return out / s
 
     handles = [m.register_forward_hook(unit_std) for m in layers]
+    # before the scaling, activations of the deep layers can be denormal floats: 10-100x slower on CPU
+    flush = torch.set_flush_denormal(True)
     try:
         with torch.no_grad():
             TensorForward(model.eval(), model_kind(model))(torch.randn(1, 3, probe_size, probe_size, generator=g))
     finally:
         for h in handles:
             h.remove()
+        if flush:
+            torch.set_flush_denormal(False)
     return model
 
 

@@ -29,6 +29,15 @@ SMALL = {'detector': (128, 160), 'segmentor': (64, 96)}
 MINI_DIRS = {'detector': 'data/mini/coco/val2017', 'segmentor': 'data/mini/ade/ADEChallengeData2016/images/validation'}
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _flush_denormals():
+    """Seeded / random weights leave some activations denormal: CPU kernels run 10-100x slower on them."""
+    was = torch.set_flush_denormal(True)
+    yield
+    if was:
+        torch.set_flush_denormal(False)
+
+
 def _images(mini_data, kind, n=2):
     files = sorted(glob.glob(str(ROOT / MINI_DIRS[kind] / '*.jpg')))[:n]
     assert len(files) == n, f'mini images missing under {MINI_DIRS[kind]}'

@@ -1,0 +1,187 @@
+"""onnxruntime CPU throughput of the exported SSDLite / DeepLabv3 EMO models against the stock MobileNetV2 ones.
+
+    python tools/deploy_bench.py [--models NAME ...] [--batch 1 8] [--threads 2] [--repeats 7]
+                                 [--min-time 0.3] [--no-eager] [--out-dir work_dirs/13_deploy_bench] [--quick]
+
+Every model is exported by ``tools/export_onnx.py``'s functions (end-to-end: detectors with box decoding and
+per-class NMS in the graph, segmentors to the class map at the input size), SSDLite at its 320x320 and
+DeepLabv3 at 512x512, EMO backbones plain and after ``switch_to_deploy()``. All models get the same seeded
+weights (``emo_mm.onnx_export.lively_init``: random init detects nothing, so NMS would have no work; here
+each detector keeps its full ``nms_pre`` candidates, the same post-processing work for every model).
+The references are mmdet's stock SSDLite-MobileNetV2 and mmseg's stock DeepLabv3-MobileNetV2 (d8, ADE20K).
+
+Per task and batch, all cases (onnxruntime sessions with ``--threads`` intra-op threads, and the eager
+PyTorch forward of the same end-to-end module, plain and deploy, under ``inference_mode``) are timed
+round-robin, every other round in reverse order, as tools/benchmark.py does; the table gives the median
+images/s and the median over rounds of the ratio to the reference in the same runtime timed in the same
+round (paired ratios cancel the drift of a shared machine that a ratio of medians keeps). Params and
+FLOPs (emo_mm.complexity, fvcore counting, one multiply-add = one FLOP) stand beside them.
+``--quick``: batch 1, SSDLite-EMO-1M vs SSDLite-MobileNetV2 only, 3 short rounds (a smoke test).
+"""
+import argparse
+import os
+import os.path as osp
+import statistics
+import sys
+import time
+import warnings
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+warnings.filterwarnings('ignore')
+
+import torch  # noqa: E402
+
+from benchmark import paired_ratios  # noqa: E402  (tools/benchmark.py, same folder)
+from emo_mm.benchmarking import ThroughputCase, keep_freed_memory  # noqa: E402
+
+# name -> (config, task, input (H, W), reference name); the references are stock OpenMMLab configs
+MODELS = {
+    'SSDLite-EMO-1M': ('configs/det/ssdlite_emo_1m.py', 'det', (320, 320)),
+    'SSDLite-EMO-2M': ('configs/det/ssdlite_emo_2m.py', 'det', (320, 320)),
+    'SSDLite-EMO-5M': ('configs/det/ssdlite_emo_5m.py', 'det', (320, 320)),
+    'SSDLite-EMOv2-1M': ('configs/det/ssdlite_emov2_1m.py', 'det', (320, 320)),
+    'SSDLite-MobileNetV2': ('mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py', 'det', (320, 320)),
+    'DeepLabv3-EMO-1M': ('configs/seg/deeplabv3_emo_1m.py', 'seg', (512, 512)),
+    'DeepLabv3-MobileNetV2': ('mmseg::mobilenet_v2/mobilenet-v2-d8_deeplabv3_4xb4-160k_ade20k-512x512.py', 'seg',
+                              (512, 512)),
+}
+REFERENCE = {'det': 'SSDLite-MobileNetV2', 'seg': 'DeepLabv3-MobileNetV2'}
+QUICK_MODELS = ['SSDLite-EMO-1M', 'SSDLite-MobileNetV2']
+
+
+def resolve_config(name: str) -> str:
+    """``mmdet::x.py`` / ``mmseg::x.py`` -> the file in the installed package's ``.mim/configs``."""
+    if '::' not in name:
+        return name
+    pkg, rel = name.split('::', 1)
+    path = osp.join(osp.dirname(__import__(pkg).__file__), '.mim', 'configs', rel)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{name}: no such config in the installed {pkg} ({path})')
+    return path
+
+
+class OrtCase:
+    """An onnxruntime session at one batch, with ThroughputCase's interface (calibrate / time_once)."""
+
+    def __init__(self, onnx_file: str, batch: int, hw, threads: int, x: torch.Tensor):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.log_severity_level = 3
+        self.sess = ort.InferenceSession(onnx_file, so, providers=['CPUExecutionProvider'])
+        self.batch, self.layout, self.n = batch, 'onnx', 1
+        self.feed = {'input': x.numpy()}
+
+    def _run(self, n):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.sess.run(None, self.feed)
+        return time.perf_counter() - t0
+
+    def calibrate(self, min_time: float = 0.3, warmup: int = 2) -> 'OrtCase':
+        self._run(warmup)
+        self.n = max(1, int(min_time / max(self._run(1), 1e-6)))
+        return self
+
+    def time_once(self) -> float:
+        return self.n * self.batch / self._run(self.n)
+
+
+class EagerCase(ThroughputCase):
+    """tools/benchmark.py's timing of the eager end-to-end module (the graph that is exported)."""
+
+    def __init__(self, model, kind, batch, x):
+        from emo_mm.onnx_export import end_to_end_module
+        super().__init__(model, kind, batch, int(x.shape[2]))
+        self.fwd = end_to_end_module(model, kind)[0].eval()
+        self.x = x
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='onnxruntime vs eager CPU throughput, EMO vs stock MobileNetV2')
+    p.add_argument('--models', nargs='+', default=None, choices=list(MODELS), help='default: all')
+    p.add_argument('--batch', type=int, nargs='+', default=[1, 8])
+    p.add_argument('--threads', type=int, default=2, help='onnxruntime intra-op and torch threads')
+    p.add_argument('--repeats', type=int, default=7, help='round-robin rounds (median reported)')
+    p.add_argument('--min-time', type=float, default=0.3, help='seconds per timed repeat (at least)')
+    p.add_argument('--no-eager', action='store_true', help='onnxruntime only')
+    p.add_argument('--out-dir', default='work_dirs/13_deploy_bench', help='where the .onnx files go')
+    p.add_argument('--quick', action='store_true', help=f'{QUICK_MODELS}, batch 1, 3 short rounds')
+    return p.parse_args(argv)
+
+
+def prepare(name, out_dir, eager):
+    """Build (seeded weights), count, export plain (+ deploy for EMO); returns the runs of this model."""
+    from emo_mm.builder import build_model, get_backbone, switch_to_deploy
+    from emo_mm.complexity import get_complexity
+    from emo_mm.onnx_export import export_end_to_end, lively_init
+    config, task, hw = MODELS[name]
+    config = resolve_config(config)
+    res = get_complexity(config, shape=hw, no_aux_head=True)
+    params, flops = res['params'] / 1e6, res['flops'] / 1e9
+    modes = ['plain'] + (['deploy'] if hasattr(get_backbone(res['model']), 'switch_to_deploy') else [])
+    runs = []
+    for mode in modes:
+        model, kind, _ = build_model(config)
+        lively_init(model)
+        if mode == 'deploy':
+            switch_to_deploy(model)
+        f = osp.join(out_dir, f'{name}_{mode}.onnx')
+        export_end_to_end(model, kind, f, hw)
+        runs.append(dict(name=name, task=task, mode=mode, runtime='onnxruntime', file=f, hw=hw, params=params,
+                         flops=flops, model=model, kind=kind))
+        if eager:
+            runs.append(dict(runs[-1], runtime='eager'))
+    return runs
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.quick:
+        names, args.batch, args.repeats, args.min_time = args.models or QUICK_MODELS, [1], 3, 0.1
+    else:
+        names = args.models or list(MODELS)
+    tasks = {MODELS[n][1] for n in names}
+    names += [REFERENCE[t] for t in sorted(tasks) if REFERENCE[t] not in names]
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # identical for all; seeded weights must not hit slow denormal paths
+    keep_freed_memory()
+    os.makedirs(args.out_dir, exist_ok=True)
+    import onnxruntime as ort
+    print(f'onnxruntime {ort.__version__}, torch {torch.__version__}, {args.threads} threads, batches '
+          f'{args.batch}, median of {args.repeats} round-robin rounds >= {args.min_time}s each')
+    runs = []
+    for name in names:
+        runs += prepare(name, args.out_dir, not args.no_eager)
+        print(f'  exported {name}', flush=True)
+    rows, t_start = [], time.time()
+    g = torch.Generator().manual_seed(0)
+    for task in sorted(tasks):
+        group = [r for r in runs if r['task'] == task]
+        for batch in args.batch:
+            x = torch.randn(batch, 3, *group[0]['hw'], generator=g)
+            cases = [OrtCase(r['file'], batch, r['hw'], args.threads, x) if r['runtime'] == 'onnxruntime'
+                     else EagerCase(r['model'], r['kind'], batch, x) for r in group]
+            cases = [c.calibrate(args.min_time) for c in cases]
+            rates = [[] for _ in cases]
+            for repeat in range(args.repeats):
+                order = range(len(cases)) if repeat % 2 == 0 else reversed(range(len(cases)))
+                for i in order:
+                    rates[i].append(cases[i].time_once())
+            for r, rate in zip(group, rates):
+                ref = next(rr for rr, q in zip(group, rates) if rr['name'] == REFERENCE[task]
+                           and rr['runtime'] == r['runtime'])
+                ref_rate = rates[group.index(ref)]
+                rows.append((r, batch, statistics.median(rate), paired_ratios(rate, ref_rate)))
+            print(f'  {task} batch {batch} done ({time.time() - t_start:.0f} s)', flush=True)
+    hdr = ('model', 'backbone', 'runtime', 'batch', 'params (M)', 'FLOPs (G)', 'img/s', 'x stock MobileNetV2',
+           'IQR')
+    print(f'\n| {" | ".join(hdr)} |\n|{"---|" * len(hdr)}')
+    for r, batch, rate, (ratio, lo, hi) in rows:
+        print(f'| {r["name"]} | {r["mode"]} | {r["runtime"]} | {batch} | {r["params"]:.2f} | {r["flops"]:.2f} '
+              f'| {rate:.1f} | {ratio:.2f} | {lo:.2f}-{hi:.2f} |')
+    print(f'\n{len(rows)} rows in {time.time() - t_start:.0f} s (inputs {", ".join(sorted({str(r["hw"]) for r in runs}))})')
+
+
+if __name__ == '__main__':
+    main()
