@@ -104,7 +104,8 @@ def _step_of(path):
 
 def remove_partial_files(work_dir):
     """Delete temp files left by writes that a crash interrupted (only rank 0, the one that writes)."""
-    if get_rank() != 0:
+    # before the runner exists the process group may not be up yet: torchrun's RANK says who is 0
+    if (get_rank() if is_distributed() else int(os.environ.get('RANK', 0))) != 0:
         return
     for path in glob.glob(osp.join(work_dir, f'.*{TEMP_SUFFIX}')):
         print_log(f'removing {path}: left by an interrupted checkpoint write', logger='current')

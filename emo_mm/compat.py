@@ -25,7 +25,6 @@ import importlib.util
 import os.path as osp
 import pickle
 import sys
-import zipfile
 
 import numpy as np
 import torch
@@ -88,6 +87,10 @@ def _pickle_reason(err):
     return type(err).__name__
 
 
+def _first_line(err):
+    return (str(err).splitlines() or [''])[0]
+
+
 def load_local_checkpoint(filename, map_location=None):
     """``torch.load(filename, weights_only=True)`` with clear errors for missing, truncated or unsafe files."""
     filename = osp.expanduser(filename)
@@ -100,11 +103,11 @@ def load_local_checkpoint(filename, map_location=None):
             f'refusing to load {filename}: it contains objects outside the allow-list for checkpoints '
             f'(torch weights_only=True plus what mmengine itself writes). Loading it would run code from '
             f'the file. Details: {_pickle_reason(err)}') from err
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except Exception as err:  # noqa: B902  a corrupt pickle surfaces as Key/Index/Type/...Error of the unpickler
         size = osp.getsize(filename)
         raise CheckpointError(
-            f'cannot read checkpoint {filename} ({size} bytes): the file is truncated or not a PyTorch '
-            f'checkpoint ({str(err).splitlines()[0]}). Re-download or re-save it.') from err
+            f'cannot read checkpoint {filename} ({size} bytes): the file is truncated, corrupt or not a PyTorch '
+            f'checkpoint ({type(err).__name__}: {_first_line(err)}). Re-download or re-save it.') from err
 
 
 # Longer prefixes win in mmengine's lookup, so http://, s3:// etc. keep their own loaders.

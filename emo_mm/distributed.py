@@ -1,21 +1,24 @@
 """Multi-process training on CPUs (gloo), as ``tools/dist_train.sh`` runs it without CUDA.
 
-mmengine 0.10.7 assumes one GPU per process in two places, both fixed here without touching it:
+mmengine 0.10.7 assumes one GPU per process in three places, all fixed here without touching it:
 
+* its ``init_dist`` calls ``torch.cuda.set_device(LOCAL_RANK)``, which fails without a GPU; the process
+  group is initialised here first (mmengine skips its own then);
 * it wraps the model as ``DistributedDataParallel(device_ids=[LOCAL_RANK])``, which torch refuses for a
   CPU model; :class:`CPUDistributedDataParallel` is the same wrapper without ``device_ids``;
 * ``sync_bn='torch'`` converts BatchNorm to ``torch.nn.SyncBatchNorm``, whose forward raises for CPU
   tensors (its CUDA kernels have no CPU version); the wrapper switches those layers to
   :class:`CPUSyncBatchNorm`, which computes the same statistics over all processes with ``all_reduce``.
 
-:func:`configure_cpu_distributed` puts the wrapper into a config; ``tools/train.py`` and ``tools/test.py``
-call it when the launcher is not ``none`` and there is no GPU (``emo_mm.launch`` picks gloo then).
+:func:`setup_cpu_distributed` does both; ``tools/train.py`` and ``tools/test.py`` call it (it does nothing
+when the launcher is ``none`` or there is a GPU; ``emo_mm.launch`` has already chosen gloo then).
 """
 import torch
 import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):
@@ -68,8 +71,17 @@ class _SyncBatchNormFunction(torch.autograd.Function):
                 None, None, None, None, None)
 
 
-class CPUSyncBatchNorm(nn.SyncBatchNorm):
-    """``torch.nn.SyncBatchNorm`` that also synchronises CPU tensors (over gloo)."""
+class CPUSyncBatchNorm(_BatchNorm):
+    """``torch.nn.SyncBatchNorm`` for CPU tensors (over gloo): same state, statistics over all processes.
+
+    Not a subclass of ``nn.SyncBatchNorm``: DistributedDataParallel refuses those in a CPU model.
+    """
+
+    process_group = None
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f'expected at least 2D input (got {x.dim()}D input)')
 
     def forward(self, x):
         sync = (self.training and x.device.type == 'cpu' and dist.is_available() and dist.is_initialized()
@@ -101,15 +113,28 @@ def use_cpu_sync_batchnorm(module):
 class CPUDistributedDataParallel(MMDistributedDataParallel):
     """``MMDistributedDataParallel`` for CPU processes: no ``device_ids``, SyncBN over gloo."""
 
-    def __init__(self, module, **kwargs):
+    def __init__(self, module, device_ids=None, **kwargs):
+        # mmengine passes device_ids=[LOCAL_RANK] to every DistributedDataParallel; torch refuses them on CPU
         use_cpu_sync_batchnorm(module)
         super().__init__(module=module, **kwargs)
 
 
-def configure_cpu_distributed(cfg):
-    """Wrap the model of a distributed CPU run in :class:`CPUDistributedDataParallel` (gloo: launch.py)."""
-    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+def setup_cpu_distributed(cfg):
+    """Join the process group and wrap the model in :class:`CPUDistributedDataParallel` (CPU processes)."""
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or torch.cuda.is_available():
         return
+    if launcher != 'pytorch':
+        raise SystemExit(f'--launcher {launcher} needs GPUs with mmengine 0.10.7; on CPUs start the processes '
+                         'with torchrun (tools/dist_train.sh) and --launcher pytorch (docs/cluster.md)')
+    if not dist.is_initialized():
+        dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+        dist_cfg.pop('backend', None)
+        if 'timeout' in dist_cfg:  # mmengine's init_dist takes seconds
+            import datetime
+            dist_cfg['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
+        dist.init_process_group(backend='gloo', **dist_cfg)
     if cfg.get('model_wrapper_cfg') is None:
-        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel',
+        # the settings of mmengine's default wrapper
+        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel', broadcast_buffers=False,
                                      find_unused_parameters=cfg.get('find_unused_parameters', False))

@@ -29,3 +29,19 @@ def mini_data():
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: minutes-long reliability loops; `make test-slow` runs them, '
                                        '`make test` deselects them')
+
+
+CLS_TINY_RUN = ['configs/cls/emo_1m_8xb256_in1k.py', '--mini', '--cfg-options', 'train_dataloader.dataset.indices=16',
+                'train_dataloader.batch_size=8', 'val_dataloader.dataset.indices=8', 'train_cfg.max_epochs=3',
+                'randomness.seed=0']
+
+
+@pytest.fixture(scope='session')
+def cls_reference_run(mini_data, tmp_path_factory):
+    """EMO-1M on 16 mini ImageNet images, 3 epochs of 2 iterations, seed 0, uninterrupted: its work dir.
+
+    The reference of the kill / resume tests; its checkpoints are real mmengine checkpoints for the others.
+    """
+    work = tmp_path_factory.mktemp('cls_reference_run')
+    run_tool('tools/train.py', *CLS_TINY_RUN[:2], '--work-dir', work, *CLS_TINY_RUN[2:])
+    return work

@@ -1,5 +1,6 @@
 """Official checkpoint handling: key layout, unwrapping, conversion, loading and its error messages."""
 import logging
+import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -233,3 +234,142 @@ def test_convert_hint_names_the_arch():
     assert cmd + 'emo-1m' in convert_hint('ck.pth', 'EMO', 'EMO-1M')
     assert cmd + 'emo-2m' in convert_hint('ck.pth', arch='emo-2m')
     assert cmd + '<arch>' in convert_hint('ck.pth', 'EMO', dict(depths=[1, 1, 1, 1]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# issue 14: what mmengine writes loads; nothing else runs code
+def test_allow_list_loads_every_state_mmengine_writes(tmp_path):
+    """Message hub (empty and filled buffers), log processor, optimizer and scheduler states of a real run."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer, MessageHub
+    from mmengine.optim import CosineAnnealingLR, OptimWrapper
+    from emo_mm.compat import load_local_checkpoint
+    hub = MessageHub.get_instance('emo_mm_test_allow_list')
+    hub.update_scalar('train/loss', 1.5)
+    hub.update_scalar('train/lr', np.float64(0.01))
+    hub.update_info('iter', 7)
+    hub.update_info('keep_ckpt_ids', [1, 2])
+    model = torch.nn.Linear(2, 2)
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters()))
+    model(torch.ones(1, 2)).sum().backward()
+    optim.step()
+    sched = CosineAnnealingLR(optim, T_max=4)
+    ckpt = {'message_hub': hub.state_dict(), 'empty_buffer': HistoryBuffer(), 'optimizer': optim.state_dict(),
+            'param_schedulers': [sched.state_dict()], 'meta': {'seed': 3, 'np_scalar': np.int64(4)}}
+    torch.save(ckpt, tmp_path / 'c.pth')
+    loaded = load_local_checkpoint(str(tmp_path / 'c.pth'))
+    assert loaded['message_hub']['log_scalars']['train/loss'].current() == 1.5
+    assert len(loaded['empty_buffer']._log_history) == 0
+    assert loaded['param_schedulers'][0]['T_max'] == 4 and loaded['meta']['np_scalar'] == 4
+
+
+def test_bytes_from_a_checkpoint_cannot_allocate(tmp_path):
+    import zipfile
+    from emo_mm.compat import CheckpointError, load_local_checkpoint
+    torch.save({'x': 1}, tmp_path / 'c.pth')
+    with zipfile.ZipFile(tmp_path / 'c.pth') as zf:
+        records = {n: zf.read(n) for n in zf.namelist()}
+    pkl = next(n for n in records if n.endswith('data.pkl'))
+    records[pkl] = b'\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00\x7f\x85R.'  # bytes(2**31 - 2**24)
+    with zipfile.ZipFile(tmp_path / 'bomb.pth', 'w') as zf:
+        for name, data in records.items():
+            zf.writestr(name, data)
+    with pytest.raises(CheckpointError, match=r'bomb.pth: .*bytes\(int\)'):
+        load_local_checkpoint(str(tmp_path / 'bomb.pth'))
+
+
+@pytest.fixture
+def real_checkpoint(cls_reference_run):
+    """Written by mmengine in a real tools/train.py run: weights, EMA, AdamW, scheduler, message hub."""
+    return cls_reference_run / 'epoch_2.pth'
+
+
+FUZZ_CHILD = r'''
+import io, json, os, pickle, pickletools, random, sys, zipfile
+import emo_mm
+from emo_mm.compat import CheckpointError, load_local_checkpoint
+src, work, canary, report = sys.argv[1:5]
+raw = open(src, 'rb').read()
+with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+    records = [(info, zf.read(info.filename)) for info in zf.infolist()]
+pkl_index = next(i for i, (info, _) in enumerate(records) if info.filename.endswith('data.pkl'))
+pkl = records[pkl_index][1]
+ops = [(op.name, pos) for op, arg, pos in pickletools.genops(pkl)]
+globals_at = [pos for name, pos in ops if name == 'GLOBAL']
+opcodes = sorted({bytes([pkl[pos]]) for _, pos in ops})
+EVIL = [f'os\nsystem\n', f'posix\nsystem\n', 'builtins\neval\n', 'builtins\nexec\n', 'subprocess\ncall\n',
+        'builtins\n__import__\n', 'torch\nload\n', 'numpy\nload\n', 'builtins\nopen\n', 'nt\nsystem\n']
+PAYLOADS = [b'\x80\x02c' + e.encode() + b'X' + len(cmd).to_bytes(4, 'little') + cmd + b'\x85R.'
+            for e in EVIL for cmd in [f'touch {canary}'.encode(), f'open({canary!r}, "w")'.encode()]] + [
+    # getattr through the allowed HistoryBuffer to the module globals, then to os.system
+    b'\x80\x02cbuiltins\ngetattr\ncmmengine.logging.history_buffer\nHistoryBuffer\nX\x08\x00\x00\x00__init__\x86R.',
+    b'\x80\x02cbuiltins\ngetattr\ncbuiltins\ngetattr\nX\x0b\x00\x00\x00__globals__\x86R.',
+    b'\x80\x02cbuiltins\nbytes\nJ\x00\x00\x00\x40\x85R.',
+]
+
+def rezip(new_pkl):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, 'w') as zf:
+        for i, (info, data) in enumerate(records):
+            zf.writestr(info, new_pkl if i == pkl_index else data)
+    return out.getvalue()
+
+rng = random.Random(14)
+cases = []
+for i in range(40):  # byte flips anywhere in the file
+    b = bytearray(raw); pos = rng.randrange(len(b)); b[pos] ^= 1 << rng.randrange(8); cases.append(('flip', bytes(b)))
+for i in range(30):  # truncations
+    cases.append(('truncate', raw[:rng.randrange(len(raw))]))
+for i in range(40):  # byte flips inside data.pkl (zip intact, so the unpickler sees them)
+    b = bytearray(pkl); pos = rng.randrange(len(b)); b[pos] = rng.randrange(256); cases.append(('pkl-byte', rezip(bytes(b))))
+for i in range(30):  # one opcode replaced by another
+    name, pos = rng.choice(ops); b = bytearray(pkl); b[pos] = rng.choice(opcodes)[0]
+    cases.append(('opcode', rezip(bytes(b))))
+for i in range(37):  # a GLOBAL pointing at something dangerous
+    pos = rng.choice(globals_at); end = pkl.index(b'\n', pkl.index(b'\n', pos) + 1) + 1
+    cases.append(('global', rezip(pkl[:pos + 1] + rng.choice(EVIL).encode() + pkl[end:])))
+for p in PAYLOADS:  # whole pickles that would run code
+    cases.append(('payload', rezip(p)))
+assert len(cases) == 200, len(cases)
+path = os.path.join(work, 'mutated.pth')
+with open(report, 'w') as rep:
+    for i, (kind, data) in enumerate(cases):
+        with open(path, 'wb') as f:
+            f.write(data)
+        rep.write(json.dumps({'case': i, 'kind': kind, 'started': True}) + '\n'); rep.flush()
+        try:
+            load_local_checkpoint(path)
+            outcome = 'loaded'
+        except CheckpointError as err:
+            outcome = 'CheckpointError' if path in str(err) else 'CheckpointError without the file name'
+        except BaseException as err:
+            outcome = f'{type(err).__name__}: {str(err)[:200]}'
+        rep.write(json.dumps({'case': i, 'kind': kind, 'outcome': outcome}) + '\n'); rep.flush()
+'''
+
+
+def test_fuzzed_checkpoints_never_run_code_nor_crash(real_checkpoint, tmp_path):
+    """200 mutations of a checkpoint written by mmengine, loaded in a child process (a crash must show)."""
+    import json
+    import subprocess
+    import tempfile
+    canary = tmp_path / 'CANARY'
+    report = tmp_path / 'report.jsonl'
+    # 200 x 22 MB of writes: in memory where there is a tmpfs
+    with tempfile.TemporaryDirectory(dir='/dev/shm' if os.path.isdir('/dev/shm') else None) as scratch:
+        proc = subprocess.run([sys.executable, '-c', FUZZ_CHILD, str(real_checkpoint), scratch, str(canary),
+                               str(report)], capture_output=True, text=True, timeout=600)
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    done = [r for r in lines if 'outcome' in r]
+    assert proc.returncode == 0, f'child died at case {lines[-1]}: {proc.stderr[-3000:]}'
+    assert len(done) == 200
+    assert not canary.exists()
+    outcomes = {}
+    for r in done:
+        outcomes.setdefault(r['outcome'], []).append(r['kind'])
+    assert set(outcomes) <= {'loaded', 'CheckpointError'}, {k: v for k, v in outcomes.items()
+                                                            if k not in ('loaded', 'CheckpointError')}
+    refused = [r['kind'] for r in done if r['outcome'] == 'CheckpointError']
+    assert refused.count('payload') == sum(r['kind'] == 'payload' for r in done)  # every payload refused
+    assert refused.count('global') == sum(r['kind'] == 'global' for r in done)
+    assert refused.count('truncate') == 30

@@ -17,7 +17,7 @@ import emo_mm  # noqa: F401  (registers models, activates the compatibility laye
 from emo_mm.checkpointing import (enable_atomic_checkpoints, enable_exact_resume, find_resumable_checkpoint,
                                   remove_partial_files)
 from emo_mm.data_checks import exit_on_bad_data, guard_pipelines
-from emo_mm.distributed import configure_cpu_distributed
+from emo_mm.distributed import setup_cpu_distributed
 from emo_mm.launch import add_common_args, build_runner, prepare_config
 
 
@@ -43,7 +43,7 @@ def main():
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
-    configure_cpu_distributed(cfg)
+    setup_cpu_distributed(cfg)
     # not the test pipeline: inferencers look for LoadImageFromFile in it (dumped config)
     guard_pipelines(cfg, ('train_dataloader', 'val_dataloader'))
     enable_atomic_checkpoints()
