@@ -160,23 +160,3 @@ def apply_mini(cfg, codebase, mini_root=MINI_ROOT, epochs=None, iters=None):
         cfg['randomness'] = dict(seed=0)
     return cfg
 
-
-
-def write_coco_subset(ann_file, out_file, num_images):
-    """Write a COCO json holding the first ``num_images`` images of ``ann_file`` and only their annotations.
-
-    mmdet's CocoMetric scores every image id of its ``ann_file``: evaluating a model on a few training
-    images therefore needs an annotation file that lists exactly those images (``indices=N`` on the dataset
-    alone would count the objects of all other images as missed).
-    """
-    import json
-    with open(ann_file) as f:
-        coco = json.load(f)
-    if len(coco['images']) < num_images:
-        raise ValueError(f'{ann_file} holds {len(coco["images"])} images, fewer than the {num_images} asked for')
-    coco['images'] = coco['images'][:num_images]
-    kept = {img['id'] for img in coco['images']}
-    coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] in kept]
-    with open(out_file, 'w') as f:
-        json.dump(coco, f)
-    return out_file

@@ -174,24 +174,7 @@ def lively_init(model: nn.Module, seed: int = 0, probe_size: int = 128) -> nn.Mo
             h.remove()
         if flush:
             torch.set_flush_denormal(False)
-    _sharpen_class_scores(model)
     return model
-
-
-def _sharpen_class_scores(model: nn.Module, gain: float = 3.0, sigmoid_shift: float = -4.0) -> None:
-    """Widen the spread of a dense head's class logits (x ``gain``; sigmoid heads also shifted down), so
-    that, like a trained detector's, few candidates score high and their scores are far apart: with unit-std
-    logits thousands of candidates score within 1e-3 of each other, and which of them NMS and the top-K keep
-    flips on float32 rounding differences between two runtimes."""
-    head = getattr(model, 'bbox_head', None)
-    n = getattr(head, 'cls_out_channels', None)
-    if head is None or not n:
-        return
-    for name, m in head.named_modules():
-        if isinstance(m, nn.Conv2d) and 'cls' in name and m.out_channels % n == 0 and m.out_channels > n:
-            m.weight.data *= gain
-            if m.bias is not None:
-                m.bias.data = m.bias.data * gain + (sigmoid_shift if head.use_sigmoid_cls else 0.)
 
 
 def _shape_hw(x: torch.Tensor) -> torch.Tensor:
