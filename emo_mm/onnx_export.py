@@ -174,7 +174,28 @@ def lively_init(model: nn.Module, seed: int = 0, probe_size: int = 128) -> nn.Mo
             h.remove()
         if flush:
             torch.set_flush_denormal(False)
+    _sharpen_class_scores(model)
     return model
+
+
+def _sharpen_class_scores(model: nn.Module, softmax_gain: float = 2.0, sigmoid_shift: float = -4.0) -> None:
+    """Make a dense head's class scores sparse and far apart, like a trained detector's: with unit-std logits
+    thousands of candidates score within float32 rounding of each other (sigmoid heads saturate towards 1),
+    and which of them NMS and the top-K keep then flips on rounding differences between two runtimes.
+    Sigmoid heads: logits shifted down (few pass ``score_thr``); softmax heads: logits spread by a gain."""
+    head = getattr(model, 'bbox_head', None)
+    n = getattr(head, 'cls_out_channels', None)
+    if head is None or not n:
+        return
+    for name, m in head.named_modules():
+        if isinstance(m, nn.Conv2d) and 'cls' in name and m.out_channels % n == 0 and m.out_channels > n:
+            if head.use_sigmoid_cls:
+                if m.bias is not None:
+                    m.bias.data += sigmoid_shift
+            else:
+                m.weight.data *= softmax_gain
+                if m.bias is not None:
+                    m.bias.data *= softmax_gain
 
 
 def _shape_hw(x: torch.Tensor) -> torch.Tensor:
