@@ -252,14 +252,19 @@ def _attend_in_slices(q, k, val, scale):
     value head widths, and EMOv2's value heads are wider (expanded), so SDPA takes its math kernel, which
     also makes a masked-softmax pass per call; this form measured 36% (batch 1) to 59% (batch 16) faster at
     EMOv2-1M's stage-3 shapes, same values within ~1e-6."""
-    windows, heads, tokens, _ = q.shape
-    per_window = heads * tokens * k.shape[2] * 4
-    step = max(1, ATTENTION_SLICE_BYTES // per_window)
-    out = q.new_empty(windows, heads, tokens, val.shape[-1])
-    for i in range(0, windows, step):
-        attn = torch.matmul(q[i:i + step], k[i:i + step].transpose(-2, -1)).mul_(scale)
-        torch.matmul(attn.softmax(dim=-1), val[i:i + step], out=out[i:i + step])
-    return out
+    windows, heads, tokens, width = val.shape
+    # (windows * heads) matrices as 3-d views (q, k, val are dense window copies): bmm without matmul's
+    # broadcasting ops around it, which count at batch 1
+    q, k, val = (t.reshape(windows * heads, tokens, t.shape[-1]) for t in (q, k, val))
+    k = k.transpose(1, 2)
+    step = max(1, ATTENTION_SLICE_BYTES // (tokens * k.shape[2] * 4))
+    if step >= q.shape[0]:
+        return torch.bmm(torch.bmm(q, k).mul_(scale).softmax(dim=-1), val).view(windows, heads, tokens, width)
+    out = val.new_empty(val.shape)
+    for i in range(0, q.shape[0], step):
+        attn = torch.bmm(q[i:i + step], k[i:i + step]).mul_(scale)
+        torch.bmm(attn.softmax(dim=-1), val[i:i + step], out=out[i:i + step])
+    return out.view(windows, heads, tokens, width)
 
 
 def _attend(q, k, val, attn_drop, use_sdpa):
@@ -329,12 +334,18 @@ def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False,
     channels_last = x.is_contiguous(memory_format=torch.channels_last)
     if padded:
         x = F.pad(x, (0, pad_r, 0, pad_b))
+    repeats = 1
+    if use_sdpa and len(modes) > 1 and x.shape[-2:] == (wh, ww) and not torch.jit.is_tracing():
+        # one window covers the map (EMOv2's stage 4 at 224): every partition is the same, attend once
+        repeats, modes = len(modes), modes[:1]
     if use_sdpa and len(modes) == 1:
         out = _attention_tokens_first(x, qk, v, num_heads, (wh, ww), modes[0], attn_pre, attn_drop, use_sdpa,
                                       channels_last)
     else:
         out = _attention_map_first(x, qk, v, num_heads, (wh, ww), modes, attn_pre, attn_drop, use_sdpa,
                                    channels_last)
+    if repeats > 1:
+        out = out.mul_(repeats)  # a fresh map; n * o is exactly the sum of n equal terms
     if padded:
         out = out[:, :, :H, :W]
         if channels_last:  # the crop is a strided view; a dense map keeps the next conv on the fast path
