@@ -265,9 +265,9 @@ class DetectorEndToEnd(nn.Module):
             reg = reg.permute(0, 2, 3, 1).reshape(x.shape[0], -1, 4)
             scores = cls.sigmoid() if head.use_sigmoid_cls else cls.softmax(-1)[..., :-1]
             flat = scores.reshape(x.shape[0], -1)
-            # top nms_pre (anchor, class) pairs above score_thr; zeros appended so that k <= length at any size
-            flat = torch.cat([torch.where(flat > self.score_thr, flat, torch.zeros_like(flat)),
-                              flat[:, :1].expand(-1, self.nms_pre) * 0], dim=1)
+            # the nms_pre best (anchor, class) pairs above score_thr (mmdet: threshold, then top-k; the same set
+            # as top-k, then threshold); zeros appended so that k <= length at any input size
+            flat = torch.cat([flat, flat[:, :1].expand(-1, self.nms_pre) * 0], dim=1)
             top, idx = flat.topk(self.nms_pre, dim=1)
             valid = top > self.score_thr
             anchor = torch.where(valid, torch.div(idx, n_cls, rounding_mode='floor'), torch.zeros_like(idx))
