@@ -11,6 +11,7 @@ import torch.nn as nn
 from .builder import TensorForward
 from .variants import REPO_ROOT
 
+
 def _flatten_outputs(out) -> List[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]

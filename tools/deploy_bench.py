@@ -49,17 +49,6 @@ REFERENCE = {'det': 'SSDLite-MobileNetV2', 'seg': 'DeepLabv3-MobileNetV2'}
 QUICK_MODELS = ['SSDLite-EMO-1M', 'SSDLite-MobileNetV2']
 
 
-def resolve_config(name: str) -> str:
-    """``mmdet::x.py`` / ``mmseg::x.py`` -> the file in the installed package's ``.mim/configs``."""
-    if '::' not in name:
-        return name
-    pkg, rel = name.split('::', 1)
-    path = osp.join(osp.dirname(__import__(pkg).__file__), '.mim', 'configs', rel)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{name}: no such config in the installed {pkg} ({path})')
-    return path
-
-
 class OrtCase:
     """An onnxruntime session at one batch, with ThroughputCase's interface (calibrate / time_once)."""
 
@@ -114,9 +103,10 @@ def prepare(name, out_dir, eager):
     """Build (seeded weights), count, export plain (+ deploy for EMO); returns the runs of this model."""
     from emo_mm.builder import build_model, get_backbone, switch_to_deploy
     from emo_mm.complexity import get_complexity
+    from emo_mm.launch import resolve_config_path
     from emo_mm.onnx_export import export_end_to_end, lively_init
     config, task, hw = MODELS[name]
-    config = resolve_config(config)
+    config = resolve_config_path(config)
     res = get_complexity(config, shape=hw, no_aux_head=True)
     params, flops = res['params'] / 1e6, res['flops'] / 1e9
     modes = ['plain'] + (['deploy'] if hasattr(get_backbone(res['model']), 'switch_to_deploy') else [])

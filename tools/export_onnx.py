@@ -35,7 +35,7 @@ from mmengine.config import DictAction  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Export a backbone / classifier to ONNX')
-    p.add_argument('config', help='config file path')
+    p.add_argument('config', help='config file path (or a stock one: mmdet::ssd/..., mmseg::...)')
     p.add_argument('checkpoint', nargs='?', default=None, help='checkpoint (optional; random init otherwise)')
     p.add_argument('--out', default=None, help='output .onnx (default: <config name>[_deploy].onnx)')
     p.add_argument('--shape', type=int, nargs=2, default=None, metavar=('H', 'W'),
@@ -110,8 +110,9 @@ def main(argv=None):
     if args.opset < 17:
         raise SystemExit('--opset must be >= 17')
     from emo_mm.builder import build_model, default_input_shape, switch_to_deploy
+    from emo_mm.launch import resolve_config_path
     from emo_mm.onnx_export import check_onnx, export_end_to_end, export_onnx, lively_init
-    model, kind, cfg = build_model(args.config, args.cfg_options)
+    model, kind, cfg = build_model(resolve_config_path(args.config), args.cfg_options)
     dataset_meta = None
     if args.checkpoint:
         dataset_meta = load_weights(model, args.checkpoint)
