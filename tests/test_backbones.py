@@ -484,3 +484,84 @@ def test_deploy_parametrized_weights_are_computed():
     expected = F.layer_norm(x.permute(0, 2, 3, 1), (8, ), 2 * norm.norm.parametrizations.weight.original,
                             norm.norm.bias, 1e-6).permute(0, 3, 1, 2)
     torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# Deploy CPU inference: high-resolution stages on batch slices; attention written out on window slices
+
+def count_calls(module):
+    calls = []
+    module.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    return calls
+
+
+@pytest.mark.parametrize('cls', [EMO, EMOv2])
+def test_widest_early_map_is_the_widest_map_of_stages_0_to_2(cls):
+    """The slice size rests on this bound: it must be the largest per-image map the stem and stages 1-2
+    actually make (every submodule's output measured), at an odd input size."""
+    model = cls('1m').eval()
+    widest = []
+    for i in range(model.early_stages):
+        for m in getattr(model, f'stage{i}').modules():
+            m.register_forward_hook(lambda m, a, out: widest.append(out.numel() // out.shape[0]))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 66, 50))
+    assert model._widest_early_map(66, 50) == max(widest)
+
+
+@needs_onednn
+@pytest.mark.parametrize('cls', [EMO, EMOv2])
+def test_deploy_runs_high_resolution_stages_on_batch_slices(cls):
+    """Above ``early_chunk_bytes`` the stem and stages 1-2 run on slices of the batch (an odd batch: slices
+    2, 2, 1), stages 3-4 on the whole batch, with the plain model's outputs (every stage an output, so the
+    slices' outputs are concatenated too); batch 1, autograd and a plain model in train mode run whole."""
+    torch.manual_seed(0)
+    model = randomize(cls('1m', out_indices=(0, 1, 2, 3, 4))).eval()
+    x = torch.randn(5, 3, 64, 48)
+    with torch.no_grad():
+        ref = model(x)
+    trained = copy.deepcopy(model).train()  # (a train-mode forward updates BN statistics)
+    plain_calls = count_calls(trained.stage1[0])
+    with torch.no_grad():
+        trained(x)
+    assert plain_calls == [5]  # never sliced outside deploy
+    model.switch_to_deploy()
+    model.early_chunk_bytes = 2 * 4 * model._widest_early_map(64, 48)
+    early, late = count_calls(model.stage1[0]), count_calls(model.stage3[0])
+    with torch.no_grad():
+        out = model(x)
+    assert early == [2, 2, 1] and late == [5]
+    for r, o in zip(ref, out):
+        assert o.shape == r.shape and o.is_contiguous(memory_format=torch.channels_last)
+        assert (r - o).abs().max() <= 1e-4
+    early.clear()
+    with torch.no_grad():
+        model(x[:1])
+        model.early_chunk_bytes = 1 << 40
+        model(x)
+    assert early == [1, 5]
+    early.clear()
+    model.early_chunk_bytes = 1
+    out = model(x.requires_grad_())  # autograd: whole batch, gradients flow to the input
+    out[-1].sum().backward()
+    assert early == [5] and x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_deploy_attention_in_window_slices(monkeypatch):
+    """EMOv2's deploy attention (value heads wider than q/k) written out on slices of windows: uneven
+    slices give the naive attention; with autograd it takes SDPA and gives the same gradients as the plain
+    block."""
+    monkeypatch.setattr(emo_layers, 'ATTENTION_SLICE_BYTES', 3 * 49 * 49 * 4)  # 3 score matrices a slice
+    torch.manual_seed(0)
+    attn = HybridAttention(40, 120, dim_head=20, window_size=7, act='gelu').eval()
+    x = torch.randn(2, 40, 11, 17)  # 2 x 2 x 3 windows x 2 heads = 24 matrices per mode: 8 slices
+    with torch.no_grad():
+        ref = naive_window_attention(x, attn.qk, attn.v, attn.num_head, 7, ('remote', 'close'), False)
+    xg = x.clone().requires_grad_()
+    attn(xg).square().sum().backward()
+    attn.switch_to_deploy()
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), ref, atol=1e-5, rtol=1e-5)
+    xd = x.clone().requires_grad_()
+    attn(xd).square().sum().backward()
+    torch.testing.assert_close(xd.grad, xg.grad, atol=1e-5, rtol=1e-4)
