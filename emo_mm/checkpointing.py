@@ -16,6 +16,7 @@ uninterrupted run. Three pieces fix this without touching mmengine:
   interrupted and resumed epoch-based run draws exactly the numbers of an uninterrupted one.
 """
 import glob
+import logging
 import os
 import os.path as osp
 import random
@@ -128,7 +129,7 @@ def find_resumable_checkpoint(work_dir):
             candidates.append(named)
         else:
             print_log(f'{pointer} is empty (interrupted write); looking for checkpoints in {work_dir}',
-                      logger='current', level='WARNING')
+                      logger='current', level=logging.WARNING)
     others = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=lambda p: (_step_of(p), osp.getmtime(p)),
                     reverse=True)
     candidates += [p for p in others if not candidates or osp.abspath(p) != osp.abspath(candidates[0])]
@@ -137,9 +138,9 @@ def find_resumable_checkpoint(work_dir):
         if problem is None:
             return path
         print_log(f'not resuming from {path}: {problem}; trying an older checkpoint', logger='current',
-                  level='WARNING')
+                  level=logging.WARNING)
     print_log(f'--resume: no complete checkpoint in {work_dir}, training starts from scratch', logger='current',
-              level='WARNING')
+              level=logging.WARNING)
     return None
 
 
@@ -199,7 +200,7 @@ class RandomStateHook(Hook):
         if len(states) != get_world_size():
             print_log(f'checkpoint holds the random state of {len(states)} processes, this run has '
                       f'{get_world_size()}: continuing with fresh random state', logger='current',
-                      level='WARNING')
+                      level=logging.WARNING)
             return
         set_random_state(states[get_rank()])
 

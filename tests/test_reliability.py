@@ -6,6 +6,7 @@ The kill/resume runs use EMO-1M on mini ImageNet, 16 images in batches of 8 (2 i
 scheduler state as the reference. ``make test-slow`` runs the 10-trial loop with kills at random moments.
 """
 import json
+import logging
 import os
 import random
 import shutil
@@ -20,6 +21,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.fileio import get_file_backend
+from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmengine.runner import save_checkpoint
 from PIL import Image
@@ -161,7 +163,17 @@ def test_atomic_write_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
     assert torch.equal(load_local_checkpoint(str(target))['state_dict']['w'], torch.zeros(1000))
 
 
-def test_find_resumable_checkpoint_falls_back_and_names_skipped(tmp_path, capsys):
+def capture_log():
+    """Messages that emo_mm sends to mmengine's current logger (its handlers bypass pytest's capture)."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    MMLogger.get_current_instance().addHandler(handler)
+    return messages
+
+
+def test_find_resumable_checkpoint_falls_back_and_names_skipped(tmp_path):
+    messages = capture_log()
     for i in (1, 2, 3):
         torch.save({'meta': {'epoch': i}}, tmp_path / f'epoch_{i}.pth')
     assert find_resumable_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_3.pth')  # no pointer: newest
@@ -171,13 +183,12 @@ def test_find_resumable_checkpoint_falls_back_and_names_skipped(tmp_path, capsys
     (tmp_path / 'epoch_2.pth').write_bytes(data[:len(data) // 2])
     (tmp_path / 'epoch_3.pth').unlink()  # removed by max_keep_ckpts
     assert find_resumable_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_1.pth')
-    out = capsys.readouterr().out
-    assert f'not resuming from {tmp_path / "epoch_2.pth"}: truncated' in out
+    assert f'not resuming from {tmp_path / "epoch_2.pth"}: truncated' in '\n'.join(messages)
     (tmp_path / 'last_checkpoint').write_text('')  # the pointer itself cut short
     assert find_resumable_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_1.pth')
     (tmp_path / 'epoch_1.pth').unlink()
     assert find_resumable_checkpoint(str(tmp_path)) is None
-    assert 'training starts from scratch' in capsys.readouterr().out
+    assert 'training starts from scratch' in messages[-1]
 
 
 def test_random_state_survives_weights_only_round_trip(tmp_path):
@@ -259,8 +270,9 @@ def test_truncated_image_stops_tools_train_in_worker_with_one_line(mini_data, tm
                     'train_dataloader.num_workers=1', 'train_dataloader.batch_size=4', 'train_cfg.max_epochs=1',
                     'train_dataloader.persistent_workers=False', check=False, timeout=600)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[0] == \
-        f'bad data: {victim}: truncated JPEG (2000 bytes): no end-of-image marker, the file was cut short'
+    assert proc.stderr.strip().splitlines()[-2:] == [
+        f'bad data: {victim}: truncated JPEG (2000 bytes): no end-of-image marker, the file was cut short',
+        'docs/cluster.md "Bad data" explains how to find and fix such files.']
     assert 'Traceback' not in proc.stderr
 
 
