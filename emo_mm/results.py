@@ -28,6 +28,8 @@ DET_COLUMNS = [
     ('APs', ('APs', 'APS', 'box APs', 'bbox_mAP_s'), ('coco/bbox_mAP_s', 'bbox_mAP_s'), 100.),
     ('APm', ('APm', 'APM', 'box APm', 'bbox_mAP_m'), ('coco/bbox_mAP_m', 'bbox_mAP_m'), 100.),
     ('APl', ('APl', 'APL', 'box APl', 'bbox_mAP_l'), ('coco/bbox_mAP_l', 'bbox_mAP_l'), 100.),
+    # instance segmentation (Mask R-CNN): shown only in tables that have a value for it
+    ('mask AP', ('mask AP',), ('coco/segm_mAP', 'segm_mAP'), 100.),
 ]
 SEG_COLUMNS = [
     ('mIoU', ('mIoU',), ('mIoU', 'val/mIoU'), 1.),
@@ -270,6 +272,15 @@ def complexity_of(config: str, pub: Optional[Published]):
     return params / 1e6, flops / 1e9, shape
 
 
+def _column_has_value(col: str, runs: List[RunResult], published: Dict[str, Published]) -> bool:
+    """Whether any of ``runs`` or the published numbers of its model has ``col`` (e.g. mask AP)."""
+    for run in runs:
+        pub = published.get(config_key(run.config)) if run.config else None
+        if col in run.metrics or (pub is not None and col in pub.metrics):
+            return True
+    return False
+
+
 def build_table(runs: List[RunResult], published: Dict[str, Published], complexity: bool = True) -> str:
     """A markdown table per task: ours (published, difference) for params, FLOPs and every metric."""
     lines = []
@@ -278,7 +289,7 @@ def build_table(runs: List[RunResult], published: Dict[str, Published], complexi
         if run.ok:
             by_task.setdefault(run.codebase or 'unknown', []).append(run)
     for task, task_runs in by_task.items():
-        cols = COLUMNS.get(task, [])
+        cols = [c for c in COLUMNS.get(task, []) if _column_has_value(c[0], task_runs, published)]
         title = TASK_NAMES.get(task, task)
         header = ['model', 'work dir', 'Params (M)', 'FLOPs (G)'] + [c[0] for c in cols]
         lines += [f'### {title}: ours (published, difference)', '',

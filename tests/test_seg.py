@@ -14,7 +14,9 @@ import torch
 
 from .conftest import ROOT, run_tool
 
-SEG_CONFIGS = sorted(osp.relpath(p, ROOT) for p in glob.glob(str(ROOT / 'configs' / 'seg' / '*.py')))
+# DeepLabv3 and PSPNet (EMO, EMOv2 incl. 20M); SegFormer head / Semantic FPN: tests/test_emov2_family.py
+SEG_CONFIGS = sorted(osp.relpath(p, ROOT) for p in glob.glob(str(ROOT / 'configs' / 'seg' / '*.py'))
+                     if osp.basename(p).startswith(('deeplabv3', 'pspnet')))
 ADE_ROOT = 'data/ade/ADEChallengeData2016'
 
 # Published Params (M) / FLOPs (G) at 512x512 (spec 5.4; also in configs/seg/metafile.yml).
@@ -23,6 +25,7 @@ PUBLISHED = {
     'pspnet_emo_1m': (4.3, 2.1), 'pspnet_emo_2m': (5.5, 3.1), 'pspnet_emo_5m': (8.5, 5.3),
     'deeplabv3_emov2_1m': (5.6, 3.3), 'deeplabv3_emov2_2m': (6.6, 5.0), 'deeplabv3_emov2_5m': (9.9, 9.1),
     'pspnet_emov2_1m': (4.2, 2.9), 'pspnet_emov2_2m': (5.2, 4.6), 'pspnet_emov2_5m': (8.1, 8.6),
+    'deeplabv3_emov2_20m': (26.0, 31.6), 'pspnet_emov2_20m': (23.6, 30.9),
 }
 
 # The mini-training run (tools/train.py --mini + the overrides below, seed 0 from apply_mini), from scratch:
@@ -70,7 +73,7 @@ def _shrink(cfg, size=256):
 
 
 def test_configs_parse_with_official_settings():
-    assert len(SEG_CONFIGS) == 12
+    assert sorted(_name(p) for p in SEG_CONFIGS) == sorted(PUBLISHED)
     for path in SEG_CONFIGS:
         cfg, name = _load_cfg(path), _name(path)
         v2 = '_emov2_' in name
@@ -78,8 +81,9 @@ def test_configs_parse_with_official_settings():
         assert bb.type == ('emo_mm.EMOv2' if v2 else 'emo_mm.EMO')
         assert tuple(bb.out_indices) == (1, 2, 3, 4) and bb.frozen_stages == -1 and bb.norm_eval is False
         assert bb.window_size == (10 if v2 else 16 if name.endswith('5m') else 7)
+        size = name.rsplit('_', 1)[1]
         assert bb.init_cfg == dict(type='Pretrained', prefix='backbone.',
-                                   checkpoint=f"checkpoints/{'emov2' if v2 else 'emo'}_{name[-2:]}_in1k.pth")
+                                   checkpoint=f"checkpoints/{'emov2' if v2 else 'emo'}_{size}_in1k.pth")
         assert cfg.model.pretrained is None
         dec, aux = cfg.model.decode_head, cfg.model.auxiliary_head
         assert dec.type == ('ASPPHead' if name.startswith('deeplabv3') else 'PSPHead')
