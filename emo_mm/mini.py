@@ -160,3 +160,49 @@ def apply_mini(cfg, codebase, mini_root=MINI_ROOT, epochs=None, iters=None):
         cfg['randomness'] = dict(seed=0)
     return cfg
 
+
+
+def write_coco_subset(ann_file, out_file, num_images):
+    """Write a COCO json holding the first ``num_images`` images of ``ann_file`` and only their annotations.
+
+    mmdet's CocoMetric scores every image id of its ``ann_file``: evaluating a model on a few training
+    images therefore needs an annotation file that lists exactly those images (``indices=N`` on the dataset
+    alone would count the objects of all other images as missed).
+    """
+    import json
+    with open(ann_file) as f:
+        coco = json.load(f)
+    if len(coco['images']) < num_images:
+        raise ValueError(f'{ann_file} holds {len(coco["images"])} images, fewer than the {num_images} asked for')
+    coco['images'] = coco['images'][:num_images]
+    kept = {img['id'] for img in coco['images']}
+    coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] in kept]
+    with open(out_file, 'w') as f:
+        json.dump(coco, f)
+    return out_file
+
+
+def ssdlite_fit_options(subset_json, size=192):
+    """``--cfg-options`` that make an SSDLite config memorise the images of ``subset_json`` (a COCO json of
+    mini COCO train images, see :func:`write_coco_subset`) and evaluate on the same images.
+
+    Used by tests/test_learning.py and tools/demo.py. Besides data and input size, the train pipeline is
+    simplified: ``Expand`` off (``prob=0``), ``MinIoURandomCrop`` the identity (``min_crop_size=1``: the only
+    crop it can draw is the whole image) and ``PhotoMetricDistortion`` off (the mini classes are told apart by
+    colour; with hue shifts of up to 18 the fit took several times longer). Schedule keys are the caller's.
+    """
+    train = 'train_dataloader.dataset.dataset'
+    pipe = f'{train}.pipeline'
+    return [
+        f'{train}.ann_file={subset_json}', f'val_dataloader.dataset.ann_file={subset_json}',
+        'val_dataloader.dataset.data_prefix.img=train2017/', f'val_evaluator.ann_file={subset_json}',
+        'train_dataloader.batch_size=8', 'param_scheduler.0.end=5',  # the config warms up over 500 iterations
+        f'{pipe}.2.prob=0.0', f'{pipe}.3.min_crop_size=1.0',
+        *[f'{pipe}.6.{o}' for o in NO_PHOTOMETRIC_DISTORTION],
+        f'{pipe}.4.scale=({size},{size})', f'val_dataloader.dataset.pipeline.1.scale=({size},{size})',
+        f'test_dataloader.dataset.pipeline.1.scale=({size},{size})']
+
+
+# PhotoMetricDistortion keys that make it the identity
+NO_PHOTOMETRIC_DISTORTION = ['brightness_delta=0', 'contrast_range=(1.0,1.0)', 'saturation_range=(1.0,1.0)',
+                             'hue_delta=0']
