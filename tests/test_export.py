@@ -57,8 +57,10 @@ def _assert_same(kind, res):
         n = sum(r['pytorch'] for r in res)
         assert n > 0, 'PyTorch predicts no detections: the comparison would be empty'
         assert sum(r['onnx'] for r in res) == n, res
-        # NMS ties aside (equal scores may be ordered differently): at least 99% of the boxes match
-        assert sum(r['matched'] for r in res) >= 0.99 * n, res
+        # every box matches, or ties (same label, score within 1e-5: NMS / top-K may pick either)
+        matched = sum(r['matched'] for r in res)
+        assert matched + sum(r['tied'] for r in res) == n, res
+        assert matched >= 0.5 * n, res
         assert max(r['box_rel_err'] for r in res) <= 1e-3, res
     else:
         eq = sum(r['equal'] for r in res) / sum(r['pixels'] for r in res)

@@ -91,11 +91,11 @@ def check_end_to_end(model, kind, out, images, batch_size):
         where = f'batch {x.shape[0]}, {x.shape[2]}x{x.shape[3]}'
         if kind == 'detector':
             n, m = sum(r['pytorch'] for r in res), sum(r['matched'] for r in res)
-            o = sum(r['onnx'] for r in res)
+            o, t = sum(r['onnx'] for r in res), sum(r['tied'] for r in res)
             err = max(r['box_rel_err'] for r in res)
             print(f'onnxruntime vs PyTorch predict at {where}: {o} / {n} detections, {m} matched (same label, '
-                  f'box within 1e-3 relative; max rel diff {err:.1e})')
-            failed |= n != o or m < n
+                  f'box within 1e-3 relative; max rel diff {err:.1e}), {t} score ties (within 1e-5)')
+            failed |= n != o or m + t < n or m < n / 2
         else:
             eq = sum(r['equal'] for r in res) / sum(r['pixels'] for r in res)
             print(f'onnxruntime vs PyTorch predict at {where}: {100 * eq:.3f}% of pixels equal')
