@@ -144,6 +144,18 @@ def find_resumable_checkpoint(work_dir):
     return None
 
 
+def keep_seed_of_resumed_run(cfg):
+    """Without a fixed seed mmengine draws a new one per start, and the data sampler, built before the
+    checkpoint is read, would shuffle with it: take the resumed run's seed from its checkpoint instead."""
+    randomness = cfg.get('randomness') or {}
+    if not cfg.get('resume') or not cfg.get('load_from') or randomness.get('seed') is not None:
+        return
+    from .compat import load_local_checkpoint
+    seed = load_local_checkpoint(cfg.load_from, map_location='cpu').get('meta', {}).get('seed')
+    if seed is not None:
+        cfg.randomness = dict(randomness, seed=seed)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # random state
 def get_random_state():

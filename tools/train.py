@@ -8,6 +8,7 @@ Checkpoints are written atomically and ``--resume`` continues exactly where the 
 left off (docs/cluster.md: what is guaranteed).
 """
 import argparse
+import sys
 import warnings
 
 # mmengine 0.10.7 imports pkg_resources at import time; the deprecation notice is not the user's business
@@ -15,7 +16,8 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import emo_mm  # noqa: F401  (registers models, activates the compatibility layer)
 from emo_mm.checkpointing import (enable_atomic_checkpoints, enable_exact_resume, find_resumable_checkpoint,
-                                  remove_partial_files)
+                                  keep_seed_of_resumed_run, remove_partial_files)
+from emo_mm.compat import CheckpointError
 from emo_mm.data_checks import exit_on_bad_data, guard_pipelines
 from emo_mm.distributed import setup_cpu_distributed
 from emo_mm.launch import add_common_args, build_runner, prepare_config
@@ -54,6 +56,10 @@ def main():
         cfg.resume = cfg.load_from is not None  # nothing complete to resume from: start from scratch
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    try:
+        keep_seed_of_resumed_run(cfg)
+    except (OSError, CheckpointError) as err:  # --resume CKPT that is missing or unreadable
+        sys.exit(f'--resume: {err}')
     with exit_on_bad_data():
         build_runner(cfg).train()
 
