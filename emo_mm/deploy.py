@@ -119,12 +119,19 @@ class Preprocess:
         return np.ascontiguousarray(x.transpose(2, 0, 1)), dict(ori_shape=(h0, w0), img_shape=(h, w),
                                                                 scale_factor=(w / w0, h / h0))
 
-    def batch(self, imgs: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[dict]]:
-        """Images padded (bottom / right, with ``pad_value``) to one size, a multiple of the divisor."""
+    def batch(self, imgs: Sequence[np.ndarray], size: Optional[Sequence[int]] = None
+              ) -> Tuple[np.ndarray, List[dict]]:
+        """Images padded (bottom / right, with ``pad_value``) to one size: a multiple of the divisor, or
+        ``size`` (H, W) for a graph exported with a fixed input."""
         ones = [self.one(img) for img in imgs]
         hs, ws = [x.shape[1] for x, _ in ones], [x.shape[2] for x, _ in ones]
         d = self.divisor
         H, W = -(-max(hs) // d) * d, -(-max(ws) // d) * d
+        if size is not None:
+            if H > size[0] or W > size[1]:
+                raise ValueError(f'preprocessed image {H}x{W} does not fit the fixed input {size[0]}x{size[1]} '
+                                 f'of the .onnx (export it without --static)')
+            H, W = size
         out = np.full((len(ones), 3, H, W), self.pad_value, np.float32)
         for i, (x, _) in enumerate(ones):
             out[i, :, :x.shape[1], :x.shape[2]] = x
@@ -164,7 +171,12 @@ class OnnxModel:
         return self.predict_batch([img])[0]
 
     def predict_batch(self, imgs: Sequence[np.ndarray]) -> List[dict]:
-        x, infos = self.preprocess.batch(imgs)
+        fixed = self.meta.get('fixed_input')  # [N, H, W] of a --static export: chunks of N, zero-filled
+        if fixed and len(imgs) != fixed[0]:
+            chunks = [list(imgs[i:i + fixed[0]]) for i in range(0, len(imgs), fixed[0])]
+            return [r for c in chunks for r in self.predict_batch(c + [np.zeros_like(c[0])] * (fixed[0] - len(c)))
+                    ][:len(imgs)]
+        x, infos = self.preprocess.batch(imgs, fixed[1:] if fixed else None)
         outs = dict(zip(self.output_names, self.session.run(None, {'input': x})))
         if self.task == 'detector':
             return [_rescale_dets(d, l, info) for d, l, info in zip(outs['dets'], outs['labels'], infos)]

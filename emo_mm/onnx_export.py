@@ -347,15 +347,23 @@ def end_to_end_module(model: nn.Module, kind: str, seg_output: str = 'seg') -> T
 
 
 def export_end_to_end(model: nn.Module, kind: str, out_file: str, shape: Sequence[int], opset: int = 17,
-                      metadata: dict = None, seg_output: str = 'seg', batch: int = 1) -> Tuple[List[str], List[str]]:
+                      metadata: dict = None, seg_output: str = 'seg', batch: int = 1, static: bool = False
+                      ) -> Tuple[List[str], List[str]]:
     """Export a detector / segmentor from the preprocessed image to its final outputs (see the classes above).
+
+    ``static=True`` fixes batch, height and width to ``batch`` x ``shape``: onnxruntime then folds the shape
+    arithmetic of the dynamic graph (EMO's window padding: ~1000 Shape / Gather / Unsqueeze / Concat nodes,
+    half the nodes of SSDLite-EMO-1M after optimisation) into constants. (A dynamic batch alone keeps them all:
+    they start from the input's Shape.) The fixed input is recorded in the metadata (``fixed_input``).
 
     ``metadata`` (str -> JSON-able) is stored as the model's ``metadata_props`` (JSON strings), which
     :mod:`emo_mm.deploy` reads back. Returns ``(output names, tracer warnings)`` as :func:`export_onnx`.
     """
     net, out_names, out_axes = end_to_end_module(model, kind, seg_output)
     x = torch.randn(batch, 3, *shape)
-    dyn = dict({'input': {0: 'batch', 2: 'height', 3: 'width'}}, **out_axes)
+    dyn = {} if static else dict({'input': {0: 'batch', 2: 'height', 3: 'width'}}, **out_axes)
+    if static and metadata is not None:
+        metadata = dict(metadata, **{'emo_mm.fixed_input': [batch, *shape]})
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     import warnings
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:

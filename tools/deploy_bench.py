@@ -5,7 +5,8 @@
 
 Every model is exported by ``tools/export_onnx.py``'s functions (end-to-end: detectors with box decoding and
 per-class NMS in the graph, segmentors to the class map at the input size), SSDLite at its 320x320 and
-DeepLabv3 at 512x512, EMO backbones plain and after ``switch_to_deploy()``. All models get the same seeded
+DeepLabv3 at 512x512, EMO backbones plain and after ``switch_to_deploy()``; each once with dynamic batch /
+height / width and once per batch with a fixed input (``--static``: onnxruntime folds the shape arithmetic). All models get the same seeded
 weights (``emo_mm.onnx_export.lively_init``: random init detects nothing, so NMS would have no work; here
 each detector keeps its full ``nms_pre`` candidates, the same post-processing work for every model).
 The references are mmdet's stock SSDLite-MobileNetV2 and mmseg's stock DeepLabv3-MobileNetV2 (d8, ADE20K).
@@ -99,7 +100,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def prepare(name, out_dir, eager):
+def prepare(name, out_dir, eager, batches):
     """Build (seeded weights), count, export plain (+ deploy for EMO); returns the runs of this model."""
     from emo_mm.builder import build_model, get_backbone, switch_to_deploy
     from emo_mm.complexity import get_complexity
@@ -116,12 +117,16 @@ def prepare(name, out_dir, eager):
         lively_init(model)
         if mode == 'deploy':
             switch_to_deploy(model)
+        base = dict(name=name, task=task, mode=mode, hw=hw, params=params, flops=flops, model=model, kind=kind)
         f = osp.join(out_dir, f'{name}_{mode}.onnx')
         export_end_to_end(model, kind, f, hw)
-        runs.append(dict(name=name, task=task, mode=mode, runtime='onnxruntime', file=f, hw=hw, params=params,
-                         flops=flops, model=model, kind=kind))
+        runs.append(dict(base, runtime='onnxruntime', file=f))
+        for b in batches:  # --static: one file per batch
+            f = osp.join(out_dir, f'{name}_{mode}_static_b{b}.onnx')
+            export_end_to_end(model, kind, f, hw, batch=b, static=True)
+            runs.append(dict(base, runtime='onnxruntime static', file=f, batch=b))
         if eager:
-            runs.append(dict(runs[-1], runtime='eager'))
+            runs.append(dict(base, runtime='eager'))
     return runs
 
 
@@ -142,15 +147,15 @@ def main(argv=None):
           f'{args.batch}, median of {args.repeats} round-robin rounds >= {args.min_time}s each')
     runs = []
     for name in names:
-        runs += prepare(name, args.out_dir, not args.no_eager)
+        runs += prepare(name, args.out_dir, not args.no_eager, args.batch)
         print(f'  exported {name}', flush=True)
     rows, t_start = [], time.time()
     g = torch.Generator().manual_seed(0)
     for task in sorted(tasks):
-        group = [r for r in runs if r['task'] == task]
         for batch in args.batch:
+            group = [r for r in runs if r['task'] == task and r.get('batch', batch) == batch]
             x = torch.randn(batch, 3, *group[0]['hw'], generator=g)
-            cases = [OrtCase(r['file'], batch, r['hw'], args.threads, x) if r['runtime'] == 'onnxruntime'
+            cases = [OrtCase(r['file'], batch, r['hw'], args.threads, x) if r['runtime'] != 'eager'
                      else EagerCase(r['model'], r['kind'], batch, x) for r in group]
             cases = [c.calibrate(args.min_time) for c in cases]
             rates = [[] for _ in cases]

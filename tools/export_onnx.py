@@ -48,6 +48,10 @@ def parse_args(argv=None):
                    help='detectors / segmentors: images for the check (default: two of data/mini)')
     p.add_argument('--seg-output', choices=['seg', 'seg_logits'], default='seg',
                    help='segmentors: class map (default) or logits at the input size')
+    p.add_argument('--static', action='store_true',
+                   help='detectors / segmentors: fixed batch (--batch) and size (--shape): onnxruntime folds the '
+                   'shape arithmetic (faster); emo_mm.deploy pads images to that size')
+    p.add_argument('--batch', type=int, default=1, help='batch of a --static export')
     p.add_argument('--lively-init', action='store_true',
                    help='no checkpoint: seeded weights whose outputs vary (random init detects nothing)')
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime check')
@@ -81,12 +85,14 @@ def check_end_to_end(model, kind, out, images, batch_size):
     from emo_mm.deploy import OnnxModel
     from emo_mm.inference import read_image_bgr
     from emo_mm.onnx_export import compare_end_to_end
-    prep = OnnxModel(out).preprocess
+    onnx = OnnxModel(out)
+    fixed = onnx.meta.get('fixed_input')  # --static: one batch of exactly that size
     imgs = [read_image_bgr(f)[0] for f in images]
-    groups = [[img] for img in imgs] + [(imgs * batch_size)[:max(batch_size, 2)]]
+    groups = [(imgs * fixed[0])[:fixed[0]]] if fixed else \
+        [[img] for img in imgs] + [(imgs * batch_size)[:max(batch_size, 2)]]
     failed = False
     for group in groups:
-        x, _ = prep.batch(group)
+        x, _ = onnx.preprocess.batch(group, fixed[1:] if fixed else None)
         res = compare_end_to_end(model, kind, out, torch.from_numpy(x))
         where = f'batch {x.shape[0]}, {x.shape[2]}x{x.shape[3]}'
         if kind == 'detector':
@@ -129,13 +135,14 @@ def main(argv=None):
             meta = deploy_metadata(cfg, model, kind, dataset_meta, config=osp.basename(args.config),
                                    deploy=bool(args.deploy))
             names, tracer = export_end_to_end(model, kind, out, shape, opset=args.opset, metadata=meta,
-                                              seg_output=args.seg_output)
+                                              seg_output=args.seg_output, static=args.static, batch=args.batch)
         except NotImplementedError as e:
             raise SystemExit(f'cannot export {args.config}: {e}')
     else:
         names, tracer = export_onnx(model, kind, out, shape, opset=args.opset)
     print(f'Exported {kind} ({"deploy" if args.deploy else "plain"}) to {out}: outputs {names}, opset '
-          f'{args.opset}, exported at {shape[0]}x{shape[1]}, dynamic axes batch/height/width')
+          f'{args.opset}, exported at {shape[0]}x{shape[1]}, ' +
+          (f'fixed input {args.batch}x3x{shape[0]}x{shape[1]}' if args.static else 'dynamic axes batch/height/width'))
     for line in tracer:
         print(f'  tracer warning (value frozen into the graph): {line}')
     if args.no_check:
