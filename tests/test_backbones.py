@@ -517,7 +517,7 @@ def test_deploy_runs_high_resolution_stages_on_batch_slices(cls):
     slices' outputs are concatenated too); batch 1, autograd and a plain model in train mode run whole."""
     torch.manual_seed(0)
     model = randomize(cls('1m', out_indices=(0, 1, 2, 3, 4))).eval()
-    x = torch.randn(5, 3, 64, 48)
+    x = torch.randn(5, 3, 48, 40)
     with torch.no_grad():
         ref = model(x)
     trained = copy.deepcopy(model).train()  # (a train-mode forward updates BN statistics)
@@ -526,7 +526,7 @@ def test_deploy_runs_high_resolution_stages_on_batch_slices(cls):
         trained(x)
     assert plain_calls == [5]  # never sliced outside deploy
     model.switch_to_deploy()
-    model.early_chunk_bytes = 2 * 4 * model._widest_early_map(64, 48)
+    model.early_chunk_bytes = 2 * 4 * model._widest_early_map(48, 40)
     early, late = count_calls(model.stage1[0]), count_calls(model.stage3[0])
     with torch.no_grad():
         out = model(x)
@@ -542,9 +542,10 @@ def test_deploy_runs_high_resolution_stages_on_batch_slices(cls):
     assert early == [1, 5]
     early.clear()
     model.early_chunk_bytes = 1
-    out = model(x.requires_grad_())  # autograd: whole batch, gradients flow to the input
+    x = x[:3].requires_grad_()
+    out = model(x)  # autograd: whole batch, gradients flow to the input
     out[-1].sum().backward()
-    assert early == [5] and x.grad is not None and x.grad.abs().sum() > 0
+    assert early == [3] and x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_deploy_attention_in_window_slices(monkeypatch):

@@ -492,8 +492,10 @@ class EMOBackboneBase(BaseModule):
     def _early_chunk(self, x):
         """Images per slice of the high-resolution stages for input ``x``; 0: the whole batch at once."""
         batch, _, h, w = x.shape
+        if batch < 2:
+            return 0
         per_image = x.element_size() * self._widest_early_map(h, w)
-        if batch < 2 or batch * per_image <= self.early_chunk_bytes:
+        if batch * per_image <= self.early_chunk_bytes:
             return 0
         return max(1, self.early_chunk_bytes // per_image)
 
