@@ -119,6 +119,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, tmp_path):
 def test_ten_random_sigkills_resume_exactly(reference_run, tmp_path):
     """10 trials: SIGKILL at a random moment (3 of them while a checkpoint is being written), then resume."""
     rng = random.Random(14)
+    # the reference's training span (config dump -> last checkpoint) plus start-up: kills spread over it
+    span = (reference_run / f'epoch_{EPOCHS}.pth').stat().st_mtime - \
+        min(p.stat().st_mtime for p in reference_run.glob('*.py'))
     results = []
     for trial in range(10):
         work = tmp_path / f'trial{trial}'
@@ -130,7 +133,7 @@ def test_ten_random_sigkills_resume_exactly(reference_run, tmp_path):
                 return any(work.glob(f'.epoch_{save}.pth.*{TEMP_SUFFIX}'))
             kill_when(work, writing)
         else:
-            delay = rng.uniform(3.0, 40.0)
+            delay = rng.uniform(0.2, 1.0) * (span + 10)
             start = time.time()
             kill_when(work, lambda start=start, delay=delay: time.time() - start > delay)
         left = sorted(p.name for p in work.glob('*.pth'))
