@@ -163,7 +163,21 @@ MASK_RCNN_FEWER_ROIS = {'model.train_cfg.rpn_proposal.max_per_img': 200, 'model.
                         'model.test_cfg.rpn.max_per_img': 100, 'model.test_cfg.rcnn.max_per_img': 20}
 
 
-@pytest.mark.parametrize('name', CONFIGS)
+def _check_results_row(work_dir, name, det):
+    """The work dir read as tools/results_table.py does: our final metrics beside the published number."""
+    res = read_work_dir(str(work_dir))  # the evaluation logged at the end of training
+    assert res.ok, res.problem
+    keys = ('AP', 'mask AP') if det else ('mIoU', 'aAcc', 'mAcc')
+    assert all(0 <= res.metrics[k] <= 100 for k in keys), res.metrics
+    published = load_metafile(str(_path(name).parent / 'metafile.yml'))
+    row = build_table([res], published, complexity=False)
+    expected = BOX_AP[_size(name)] if det else MIOU[name.split('_')[0]][_size(name)]
+    assert f'({expected:.1f}, ' in row and '[mini data]' in row, row
+    return res
+
+
+# mask_rcnn_emov2_1m: through tools/train.py --mini below
+@pytest.mark.parametrize('name', DET_CONFIGS[1:] + SEG_CONFIGS)
 def test_one_iteration_and_eval_on_mini(name, mini_data, tmp_path):
     """In-process, through apply_mini (what --mini does); the work dir is then read as results_table does."""
     from mmengine.runner import Runner
@@ -183,14 +197,7 @@ def test_one_iteration_and_eval_on_mini(name, mini_data, tmp_path):
     assert runner.iter == 1 and math.isfinite(runner.message_hub.get_scalar('train/loss').current())
     if det:
         assert set(runner.message_hub.log_scalars) >= {'train/loss_mask', 'train/loss_rpn_cls'}
-    res = read_work_dir(str(tmp_path))  # the evaluation logged at the end of training
-    assert res.ok, res.problem
-    assert set(res.metrics) >= ({'AP', 'mask AP'} if det else {'mIoU', 'aAcc', 'mAcc'})
-    assert all(0 <= res.metrics[k] <= 100 for k in (('AP', 'mask AP') if det else ('mIoU', 'aAcc', 'mAcc')))
-    published = load_metafile(str(_path(name).parent / 'metafile.yml'))
-    row = build_table([res], published, complexity=False)
-    expected = BOX_AP[_size(name)] if det else MIOU[name.split('_')[0]][_size(name)]
-    assert f'({expected:.1f}, ' in row and '[mini data]' in row, row
+    _check_results_row(tmp_path, name, det)
 
 
 # ------------------------------------------------------------------------------------------ complexity
@@ -243,8 +250,9 @@ def mask_rcnn_mini(mini_data, tmp_path_factory):
 
 
 def test_tools_train_and_test_mini_report_bbox_and_segm(mask_rcnn_mini):
-    trained = read_work_dir(str(mask_rcnn_mini))
-    assert trained.ok and trained.mini and {'AP', 'mask AP'} <= set(trained.metrics), trained.problem
+    trained = _check_results_row(mask_rcnn_mini, 'mask_rcnn_emov2_1m', det=True)
+    with open(trained.log_file) as f:
+        assert any('"loss_mask"' in line for line in f)  # the mask head trained
     ckpt = mask_rcnn_mini / 'epoch_1.pth'
     proc = run_tool('tools/test.py', MASK_CFG, ckpt, '--mini', '--work-dir', mask_rcnn_mini / 'test',
                     '--cfg-options', *MASK_OPTIONS, timeout=600)
@@ -272,6 +280,7 @@ def test_infer_draws_instance_masks(mask_rcnn_mini, tmp_path):
     image = sorted((ROOT / 'data' / 'mini' / 'coco' / 'val2017').glob('*.jpg'))[0]
     cfg = Config.fromfile(str(ROOT / MASK_CFG))
     cfg.model.test_cfg.rcnn.score_thr = 0.  # a 1-iteration model's class scores are all near 1 / 81
+    cfg.merge_from_dict(MASK_RCNN_FEWER_ROIS)
     pictures = {}
     for tag, bias in (('full', 20.), ('empty', -20.)):
         ckpt = _with_mask_bias(mask_rcnn_mini / 'epoch_1.pth', tmp_path / f'{tag}.pth', bias)
@@ -279,6 +288,7 @@ def test_infer_draws_instance_masks(mask_rcnn_mini, tmp_path):
         assert res.num_instances > 0
         assert res.num_masks == (res.num_instances if bias > 0 else 0), (res.num_masks, res.num_instances)
         pictures[tag] = cv2.imread(res.out_file).astype(np.float32)
-    # the mask fill (alpha 0.8 in the box colours) changes most of the picture; boxes and labels are equal
+    # boxes and labels are the same in both; the mask fill (alpha 0.8, box colours) recolours the pixels
+    # of the 20 kept boxes, 10% of this picture (without mask drawing: 0%)
     diff = np.abs(pictures['full'] - pictures['empty']).max(axis=2)
-    assert (diff > 30).mean() > 0.2, (diff > 30).mean()
+    assert (diff > 30).mean() > 0.05, (diff > 30).mean()
