@@ -13,9 +13,6 @@
 _base_ = ['./_base_/models/deeplabv3_emov2.py', './_base_/ade20k_emov2_80k.py']
 
 model = dict(
-    backbone=dict(
-        arch='20m',
-        window_size=10,
-        init_cfg=dict(checkpoint='checkpoints/emov2_20m_in1k.pth')),
-    decode_head=dict(in_channels=448),
-    auxiliary_head=dict(in_channels=320))
+    backbone=dict(arch='20m', window_size=10, init_cfg=dict(checkpoint='checkpoints/emov2_20m_in1k.pth')),
+    decode_head=dict(in_channels=448),  # C4
+    auxiliary_head=dict(in_channels=320))  # C3

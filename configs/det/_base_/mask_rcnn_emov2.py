@@ -31,30 +31,20 @@ _base_ = [
 
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='emo_mm.EMOv2',
-        arch='1m',  # overridden by every variant file
-        window_size=10,
-        out_indices=(1, 2, 3, 4),
-        frozen_stages=1,
-        norm_eval=True,
+        _delete_=True, type='emo_mm.EMOv2', arch='1m', window_size=10, out_indices=(1, 2, 3, 4),  # arch: variants
+        frozen_stages=1, norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/emov2_1m_in1k.pth', prefix='backbone.')),
-    neck=dict(in_channels=[32, 48, 80, 180]))
-
+    neck=dict(in_channels=[32, 48, 80, 180]))  # C1..C4 of EMOv2-1M
 train_dataloader = dict(batch_size=4, num_workers=4)
 
 optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
+    _delete_=True, type='OptimWrapper', clip_grad=dict(max_norm=0.1, norm_type=2),
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    clip_grad=dict(max_norm=0.1, norm_type=2),
     # EMO has no position embeddings: only 'norm' matters (BN / LN weights and biases get no decay)
     paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
-
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs, val_interval=1)
+train_cfg = dict(max_epochs=12, val_interval=1)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-5, by_epoch=False, begin=0, end=500),
-    dict(type='CosineAnnealingLR', begin=6, end=max_epochs, T_max=6, by_epoch=True, eta_min=0),
+    dict(type='CosineAnnealingLR', begin=6, end=12, T_max=6, by_epoch=True, eta_min=0),  # constant lr before
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=16)
