@@ -64,8 +64,8 @@ def main():
 
     run(['tools/make_mini_data.py'])
     os.makedirs(work, exist_ok=True)
-    subset = write_coco_subset(f'{COCO}/annotations/instances_train2017.json',
-                               os.path.join(work, f'instances_fit{FIT_IMAGES}.json'), FIT_IMAGES)
+    subset = write_coco_subset(f'{COCO}/annotations/instances_train2017.json',  # absolute: not under data_root
+                               os.path.abspath(f'{work}/instances_fit{FIT_IMAGES}.json'), FIT_IMAGES)
     print(f'\nwrote {subset}: the first {FIT_IMAGES} mini COCO train images, the only ones trained on')
     fit = ssdlite_fit_options(subset, SIZE)
     schedule = [f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs}',
@@ -73,14 +73,13 @@ def main():
     train_log = run(['tools/train.py', args.config, '--mini', '--work-dir', work, '--cfg-options', *fit, *schedule])
     losses = re.findall(r'\bloss: ([\d.]+)', train_log)
     ckpt = os.path.join(work, f'epoch_{args.epochs}.pth')
-    # the config as trained (mini paths, 192x192 test pipeline), dumped by the Runner
-    trained_config = os.path.join(work, os.path.basename(args.config))
-
     on_subset = [f'test_dataloader.dataset.ann_file={subset}', 'test_dataloader.dataset.data_prefix.img=train2017/',
                  f'test_evaluator.ann_file={subset}']
-    fit_map = coco_metrics(run(['tools/test.py', trained_config, ckpt, '--work-dir', f'{work}/test_fit',
-                                '--cfg-options', *on_subset]))
-    val_map = coco_metrics(run(['tools/test.py', trained_config, ckpt, '--work-dir', f'{work}/test_val']))
+    test = ['tools/test.py', args.config, ckpt, '--mini', '--cfg-options', *fit]
+    fit_map = coco_metrics(run([*test, *on_subset, '--work-dir', f'{work}/test_fit']))
+    val_map = coco_metrics(run([*test, '--work-dir', f'{work}/test_val']))
+    # the config as trained (mini paths, 192x192 test pipeline), dumped by the Runner
+    trained_config = os.path.join(work, os.path.basename(args.config))
 
     pictures = {'fitted train images': (f'{work}/predictions/fitted_train_images',
                                         sorted(glob.glob(f'{COCO}/train2017/*.jpg'))[:4]),
