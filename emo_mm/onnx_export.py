@@ -335,6 +335,48 @@ class SegmentorEndToEnd(nn.Module):
         return logits if self.output == 'seg_logits' else logits.argmax(1)
 
 
+class _AdaptiveAvgPool2dAnySize(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` written as two pooling matrices built from the input's size, so that it
+    exports with a dynamic height and width (torch's ONNX exporter supports only output size 1 there; PSPNet's
+    pyramid pooling uses 1, 2, 3, 6). Bin i of an axis of length n averages ``[floor(i n / s), ceil((i+1) n / s))``,
+    PyTorch's definition."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.out_hw = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+
+    @staticmethod
+    def _matrix(n, s: int, like: torch.Tensor) -> torch.Tensor:
+        i = torch.arange(s, device=like.device)
+        start = torch.div(i * n, s, rounding_mode='floor')
+        end = torch.div((i + 1) * n + s - 1, s, rounding_mode='floor')
+        pos = torch.arange(n, device=like.device)
+        m = ((pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])).to(like.dtype)
+        return m / m.sum(1, keepdim=True)
+
+    def forward(self, x):
+        mh = self._matrix(x.shape[2], self.out_hw[0], x)
+        mw = self._matrix(x.shape[3], self.out_hw[1], x)
+        return torch.matmul(torch.matmul(mh, x), mw.transpose(0, 1))
+
+
+class _exportable_pools:
+    """Context manager: swap the model's adaptive average pools (output size > 1) for
+    :class:`_AdaptiveAvgPool2dAnySize` while exporting, and put the originals back afterwards."""
+
+    def __init__(self, model: nn.Module):
+        self.swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+                      if isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size not in (1, (1, 1))]
+
+    def __enter__(self):
+        for parent, name, child in self.swaps:
+            setattr(parent, name, _AdaptiveAvgPool2dAnySize(child.output_size))
+
+    def __exit__(self, *exc):
+        for parent, name, child in self.swaps:
+            setattr(parent, name, child)
+
+
 def end_to_end_module(model: nn.Module, kind: str, seg_output: str = 'seg') -> Tuple[nn.Module, List[str], dict]:
     """``(module, output names, dynamic axes of the outputs)`` of the exported graph of ``model``."""
     if kind == 'detector':
@@ -366,7 +408,7 @@ def export_end_to_end(model: nn.Module, kind: str, out_file: str, shape: Sequenc
         metadata = dict(metadata, **{'emo_mm.fixed_input': [batch, *shape]})
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     import warnings
-    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught, _exportable_pools(model):
         warnings.simplefilter('always')
         torch.onnx.export(net.eval(), (x,), out_file, input_names=['input'], output_names=out_names,
                           opset_version=opset, dynamic_axes=dyn, do_constant_folding=True, dynamo=False)
