@@ -157,8 +157,8 @@ def _seg_mini_cfg(name, work_dir):
     return cfg
 
 
-# Mask R-CNN on 2 CPU cores: fewer proposals / sampled RoIs than the config's 2000 / 512 / 1000 (the R-CNN heads
-# dominate the cost of an iteration); the model is unchanged.
+# Mask R-CNN on 2 CPU cores: fewer RoIs than the config's (1000 RPN proposals in training and test, 512 sampled
+# RoIs, 100 detections; the R-CNN heads dominate the cost of an iteration); the model is unchanged.
 MASK_RCNN_FEWER_ROIS = {'model.train_cfg.rpn_proposal.max_per_img': 200, 'model.train_cfg.rcnn.sampler.num': 64,
                         'model.test_cfg.rpn.max_per_img': 100, 'model.test_cfg.rcnn.max_per_img': 20}
 
