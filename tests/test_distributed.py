@@ -206,3 +206,26 @@ def test_seg_dist_train_and_test(mini_data, tmp_path):
         assert np.array_equal(np.asarray(Image.open(tmp_path / 'p2' / name)),
                               np.asarray(Image.open(tmp_path / 'p1' / name))), name
     assert _metrics(log2, '') == _metrics(log1, '') and {'aAcc', 'mIoU'} <= _metrics(log1, '').keys()
+
+
+@pytest.mark.slow
+def test_cls_dist_test_equals_one_process(cls_runs):
+    """dist_test.sh on the classifier: the scores of every image equal tools/test.py's in 1 process."""
+    config, tmp, _ = cls_runs
+    ckpt = tmp / 'two' / 'epoch_2.pth'
+    logs = {}
+    for n in (1, 2):
+        # mmengine's DumpResults (tools/test.py --out is for det / seg)
+        dump = tmp / f'dump{n}.py'
+        dump.write_text(f"_base_ = '{config}'\ntest_evaluator = [dict(type='Accuracy', topk=(1, 5)), "
+                        f"dict(type='DumpResults', out_file_path='{tmp}/p{n}.pkl')]\n")
+        opts = ['--mini', '--work-dir', tmp / f't{n}', '--cfg-options',
+                'test_dataloader.dataset.indices=7']  # odd: one process gets a padded batch
+        logs[n] = dist('dist_test.sh', dump, ckpt, 2, *opts) if n == 2 else \
+            one_process('tools/test.py', dump, ckpt, *opts)
+    one, two = (pickle.loads((tmp / f'p{n}.pkl').read_bytes()) for n in (1, 2))
+    assert len(one) == len(two) == 7
+    for a, b in zip(one, two):
+        assert a['img_path'] == b['img_path']
+        torch.testing.assert_close(b['pred_score'], a['pred_score'])
+    assert _metrics(logs[2], 'accuracy/') == _metrics(logs[1], 'accuracy/')
