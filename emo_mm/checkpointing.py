@@ -32,6 +32,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
+from .compat import load_local_checkpoint, zip_checkpoint_problem
+
 TEMP_SUFFIX = '.partial'
 
 
@@ -87,14 +89,9 @@ def checkpoint_problem(path):
     """``None`` if ``path`` is a complete PyTorch zip checkpoint, else why not (no unpickling: cheap, safe)."""
     if not osp.isfile(path):
         return 'file does not exist'
-    try:
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()  # reads every record and checks its CRC
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        return f'truncated or not a PyTorch checkpoint ({osp.getsize(path)} bytes: {err})'
-    if bad is not None:
-        return f'corrupt record {bad} (CRC mismatch)'
-    return None
+    if not zipfile.is_zipfile(path):
+        return f'truncated or not a PyTorch checkpoint ({osp.getsize(path)} bytes, no zip directory)'
+    return zip_checkpoint_problem(path)
 
 
 def _step_of(path):
@@ -150,7 +147,6 @@ def keep_seed_of_resumed_run(cfg):
     randomness = cfg.get('randomness') or {}
     if not cfg.get('resume') or not cfg.get('load_from') or randomness.get('seed') is not None:
         return
-    from .compat import load_local_checkpoint
     seed = load_local_checkpoint(cfg.load_from, map_location='cpu').get('meta', {}).get('seed')
     if seed is not None:
         cfg.randomness = dict(randomness, seed=seed)

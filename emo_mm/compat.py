@@ -9,8 +9,9 @@ Nothing here edits installed files; each fix is applied at run time and is the s
    so it is replaced by a getattr that only resolves a HistoryBuffer's statistics methods; ``builtins.bytes``
    (an empty HistoryBuffer) by one that cannot be asked to allocate memory.
 2. Local checkpoint reads go through :func:`load_local_checkpoint`, which names the file in its errors
-   (a truncated download otherwise reports "failed finding central directory" and nothing else) and
-   explains a refused pickle instead of suggesting ``weights_only=False``.
+   (a truncated download otherwise reports "failed finding central directory" and nothing else), checks
+   the zip's CRCs (torch does not: a flipped bit in a tensor loads as a different weight) and explains a
+   refused pickle instead of suggesting ``weights_only=False``.
 3. mmdet 3.3.0's ``SSDHead`` never builds ``loss_cls`` but its prediction code reads it
    (open-mmlab/mmdetection#11780): SSD validation, test and inference crash. SSD scores with a softmax
    over num_classes + 1, which is what the code does when ``loss_cls`` has no ``custom_cls_channels``,
@@ -25,6 +26,7 @@ import importlib.util
 import os.path as osp
 import pickle
 import sys
+import zipfile
 
 import numpy as np
 import torch
@@ -91,11 +93,30 @@ def _first_line(err):
     return (str(err).splitlines() or [''])[0]
 
 
+def zip_checkpoint_problem(filename):
+    """Why the zip container of a checkpoint is damaged, or ``None``. torch.load does not check the CRCs, so a
+    flipped bit in tensor data would load as silently different weights. Pre-zip (legacy) files: ``None``."""
+    if not zipfile.is_zipfile(filename):
+        with open(filename, 'rb') as f:  # a zip cut short has lost its directory: no longer "a zip file"
+            return 'truncated zip (no central directory)' if f.read(4) == b'PK\x03\x04' else None
+    try:
+        with zipfile.ZipFile(filename) as zf:
+            bad = zf.testzip()  # reads every record and checks its CRC
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        return f'damaged zip ({err})'
+    return f'corrupt record {bad} (CRC mismatch)' if bad is not None else None
+
+
 def load_local_checkpoint(filename, map_location=None):
-    """``torch.load(filename, weights_only=True)`` with clear errors for missing, truncated or unsafe files."""
+    """``torch.load(filename, weights_only=True)`` with clear errors for missing, truncated, corrupt or unsafe
+    files."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file not found: {filename}')
+    problem = zip_checkpoint_problem(filename)
+    if problem:
+        raise CheckpointError(f'cannot read checkpoint {filename} ({osp.getsize(filename)} bytes): {problem}. '
+                              'Re-download or re-save it.')
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
