@@ -317,11 +317,13 @@ def rezip(new_pkl):
 rng = random.Random(14)
 cases = []
 for i in range(40):  # byte flips anywhere in the file
-    b = bytearray(raw); pos = rng.randrange(len(b)); b[pos] ^= 1 << rng.randrange(8); cases.append(('flip', bytes(b)))
+    b = bytearray(raw); pos = rng.randrange(len(b)); b[pos] ^= 1 << rng.randrange(8)
+    cases.append(('flip', bytes(b)))
 for i in range(30):  # truncations
     cases.append(('truncate', raw[:rng.randrange(len(raw))]))
 for i in range(40):  # byte flips inside data.pkl (zip intact, so the unpickler sees them)
-    b = bytearray(pkl); pos = rng.randrange(len(b)); b[pos] = rng.randrange(256); cases.append(('pkl-byte', rezip(bytes(b))))
+    b = bytearray(pkl); pos = rng.randrange(len(b)); b[pos] = rng.randrange(256)
+    cases.append(('pkl-byte', rezip(bytes(b))))
 for i in range(30):  # one opcode replaced by another
     name, pos = rng.choice(ops); b = bytearray(pkl); b[pos] = rng.choice(opcodes)[0]
     cases.append(('opcode', rezip(bytes(b))))
