@@ -450,9 +450,9 @@ def match_detections(dets, labels, ref, rtol: float = 1e-3, score_tol: float = 1
     """Match one image's ONNX detections (``dets`` (K, 5), ``labels`` (K,), padding label -1) to mmdet's
     ``ref`` InstanceData: each reference box to an unused ONNX box of the same label whose coordinates agree
     within ``rtol`` relative (of max(|coordinate|, 1)). A reference box left over is ``tied`` when an
-    ONNX box of its label has its score within ``score_tol``: candidates whose scores agree to float32
-    rounding (seeded weights give many on uniform image regions) are ordered, kept or suppressed by NMS and
-    the top-K either way. Returns the counts and the worst differences of the matched pairs."""
+    ONNX box has its score within ``score_tol``: candidates whose scores agree to float32 rounding (seeded
+    weights give many on uniform image regions) are ordered, kept or suppressed by NMS and cut by the
+    top-K either way (at the K-th place, a box of another class can take its place). Returns the counts and the worst differences of the matched pairs."""
     import numpy as np
     keep = labels >= 0
     boxes, scores, labels = dets[keep, :4], dets[keep, 4], labels[keep]
@@ -470,7 +470,7 @@ def match_detections(dets, labels, ref, rtol: float = 1e-3, score_tol: float = 1
     tied = 0
     for b, s, l in zip(rb, rs, rl):
         if not ((np.abs(boxes - b).max(1) / np.maximum(np.abs(b).max(), 1.0) <= rtol) & (labels == l)).any():
-            tied += int(((labels == l) & (np.abs(scores - s) <= score_tol)).any())
+            tied += int((np.abs(scores - s) <= score_tol).any())
     return dict(onnx=int(keep.sum()), pytorch=len(rb), matched=matched, tied=tied, box_rel_err=box_err,
                 score_abs_err=score_err)
 
