@@ -101,7 +101,7 @@ def check_end_to_end(model, kind, out, images, batch_size):
             err = max(r['box_rel_err'] for r in res)
             print(f'onnxruntime vs PyTorch predict at {where}: {o} / {n} detections, {m} matched (same label, '
                   f'box within 1e-3 relative; max rel diff {err:.1e}), {t} score ties (within 1e-5)')
-            failed |= n != o or m + t < n or m < n / 2
+            failed |= n != o or m + t < 0.98 * n or m < n / 2
         else:
             n = sum(r['pixels'] for r in res)
             eq, tied = sum(r['equal'] for r in res) / n, sum(r['tied'] for r in res) / n
