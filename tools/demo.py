@@ -100,6 +100,8 @@ def main():
     for title, (out, _) in pictures.items():
         boxes = ', '.join(f'{os.path.basename(img)} {n}' for img, n in drawn[title])
         print(f'pictures : {out}/ ({title}; boxes scoring >= {args.score_thr}: {boxes})')
+    print('           fitted: each box on its shape with the right class; held-out: boxes missing, misplaced or '
+          'mislabelled (open the pictures)')
     print(f'checkpoint: {ckpt}')
     print(f'wall time : {time.time() - start:.0f} s')
 
