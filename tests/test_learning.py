@@ -56,7 +56,7 @@ SEG_PIPE = CLS_PIPE = 'train_dataloader.dataset.pipeline'
 # task -> config, metric (key in the run's scalars.json), threshold, schedule key, fit length (epochs or
 # iterations), lr, the data / input-size / pipeline options (a function of the test's temp dir).
 # Measured (seed 0, one thread), fit / lr 0: SSDLite bbox mAP 0.872 (0.836 in an earlier run of the same
-# recipe) / 0.0 (no box above the score threshold), DeepLabv3 mIoU 60.3 (35.3 after 60 iterations) / LR0SEG,
+# recipe) / 0.0 (no box above the score threshold), DeepLabv3 mIoU 60.3-61.8 (35.3 after 60 iterations) / 0.0,
 # classifier top-1 100.0 (68.8 after 20 epochs) / 0.0.
 TASKS = {
     'ssdlite_emo_1m': dict(
