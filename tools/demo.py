@@ -52,10 +52,11 @@ def draw(config, ckpt, images, out_dir, score_thr):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', default=CONFIG)
+    parser.add_argument('--config', default=CONFIG,
+                        help='an SSDLite config (the fit options address its pipeline steps by index)')
     parser.add_argument('--epochs', type=int, default=150,
                         help='epochs over the 8 training images (one iteration of batch 8 each)')
-    parser.add_argument('--lr', type=float, default=0.01)
+    parser.add_argument('--lr', type=float, default=0.01, help='AdamW peak learning rate')
     parser.add_argument('--score-thr', type=float, default=0.3, help='draw boxes scoring at least this')
     parser.add_argument('--work-dir', default='work_dirs/demo_ssdlite_emo_1m')
     args = parser.parse_args()
