@@ -360,20 +360,43 @@ class _AdaptiveAvgPool2dAnySize(nn.Module):
         return torch.matmul(torch.matmul(mh, x), mw.transpose(0, 1))
 
 
-class _exportable_pools:
-    """Context manager: swap the model's adaptive average pools (output size > 1) for
-    :class:`_AdaptiveAvgPool2dAnySize` while exporting, and put the originals back afterwards."""
+class _UpsampleAnySize(nn.Module):
+    """mmseg's ``Upsample`` by a scale factor, without its ``int(size * factor)`` (frozen when traced):
+    ``F.interpolate`` with the factor gives the same output size and, for the integer factors used, the same
+    sampling positions."""
+
+    def __init__(self, up: nn.Module):
+        super().__init__()
+        self.scale_factor, self.mode, self.align_corners = up.scale_factor, up.mode, up.align_corners
+
+    def forward(self, x):
+        import torch.nn.functional as F
+        return F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode, align_corners=self.align_corners)
+
+
+def _exportable_twin(module: nn.Module) -> Optional[nn.Module]:
+    """The dynamic-size twin of a module whose forward freezes the input size when traced, else None."""
+    if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size not in (1, (1, 1)):
+        return _AdaptiveAvgPool2dAnySize(module.output_size)
+    if type(module).__name__ == 'Upsample' and type(module).__module__.startswith('mmseg') and not module.size:
+        return _UpsampleAnySize(module)
+    return None
+
+
+class _exportable_modules:
+    """Context manager: swap modules that freeze the input size (adaptive average pools with output size > 1,
+    mmseg's ``Upsample``) for their dynamic twins while exporting, and put the originals back afterwards."""
 
     def __init__(self, model: nn.Module):
-        self.swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-                      if isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size not in (1, (1, 1))]
+        self.swaps = [(parent, name, child, _exportable_twin(child)) for parent in model.modules()
+                      for name, child in parent.named_children() if _exportable_twin(child) is not None]
 
     def __enter__(self):
-        for parent, name, child in self.swaps:
-            setattr(parent, name, _AdaptiveAvgPool2dAnySize(child.output_size))
+        for parent, name, _, twin in self.swaps:
+            setattr(parent, name, twin)
 
     def __exit__(self, *exc):
-        for parent, name, child in self.swaps:
+        for parent, name, child, _ in self.swaps:
             setattr(parent, name, child)
 
 
@@ -408,7 +431,7 @@ def export_end_to_end(model: nn.Module, kind: str, out_file: str, shape: Sequenc
         metadata = dict(metadata, **{'emo_mm.fixed_input': [batch, *shape]})
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     import warnings
-    with torch.no_grad(), warnings.catch_warnings(record=True) as caught, _exportable_pools(model):
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught, _exportable_modules(model):
         warnings.simplefilter('always')
         torch.onnx.export(net.eval(), (x,), out_file, input_names=['input'], output_names=out_names,
                           opset_version=opset, dynamic_axes=dyn, do_constant_folding=True, dynamo=False)
