@@ -179,7 +179,7 @@ def lively_init(model: nn.Module, seed: int = 0, probe_size: int = 128) -> nn.Mo
     return model
 
 
-def _sharpen_class_scores(model: nn.Module, softmax_gain: float = 2.0, sigmoid_shift: float = -4.0) -> None:
+def _sharpen_class_scores(model: nn.Module, softmax_gain: float = 2.0, sigmoid_shift: float = -6.0) -> None:
     """Make a dense head's class scores sparse and far apart, like a trained detector's: with unit-std logits
     thousands of candidates score within float32 rounding of each other (sigmoid heads saturate towards 1),
     and which of them NMS and the top-K keep then flips on rounding differences between two runtimes.
