@@ -10,7 +10,8 @@ picked by the config's ``default_scope``. What this layer adds:
 * class names / palette come from the checkpoint's ``dataset_meta`` (what mmengine saves) and, if the
   checkpoint has none, from the config's test dataset (the inferencers would fall back to COCO / Cityscapes);
 * one picture per input is written as ``<out_dir>/<input name>.jpg`` (boxes + labels + scores for
-  detectors, a colour overlay with class names for segmentors) and its path is returned.
+  detectors, and their masks for Mask R-CNN; a colour overlay with class names for segmentors) and its
+  path is returned.
 """
 import copy
 import os
@@ -36,6 +37,7 @@ class InferResult:
     shape: tuple  # (H, W) of the input
     converted: Optional[str] = None  # e.g. 'grayscale -> BGR'
     num_instances: Optional[int] = None  # detectors: boxes drawn (score >= thr)
+    num_masks: Optional[int] = None  # instance segmentors (Mask R-CNN): non-empty masks drawn with them
     labels: List[str] = field(default_factory=list)  # detectors: names drawn; segmentors: classes present
 
 
@@ -125,6 +127,9 @@ def _dataset_metainfo(cfg):
 def build_inferencer(config, checkpoint: Optional[str], device: Optional[str] = None, mini: bool = False):
     """The mmdet / mmseg inferencer for ``config`` (path or Config) with ``checkpoint`` loaded.
 
+    ``config`` may be a ``.onnx`` file from ``tools/export_onnx.py`` (no checkpoint): it then runs in
+    onnxruntime through :class:`emo_mm.deploy.OnnxInferencer`.
+
     Returns ``(inferencer, codebase)``. ``checkpoint=None`` keeps the random init (with a warning).
     ``mini=True`` applies :func:`emo_mm.mini.apply_mini` first (paths of the mini datasets).
     """
@@ -132,6 +137,10 @@ def build_inferencer(config, checkpoint: Optional[str], device: Optional[str] = 
     from mmengine.config import Config
 
     import emo_mm  # noqa: F401  (models, torch.load allow-list, SSDHead fix)
+    if isinstance(config, str) and config.endswith('.onnx'):  # tools/export_onnx.py output: onnxruntime
+        from .deploy import OnnxInferencer
+        inferencer = OnnxInferencer(config)
+        return inferencer, inferencer.codebase
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
     cfg = copy.deepcopy(cfg)
     codebase = cfg.get('default_scope')
@@ -217,6 +226,8 @@ def infer(config, checkpoint: Optional[str], images: Sequence[str], out_dir: str
             keep = inst.scores >= score_thr
             classes = inferencer.model.dataset_meta.get('classes') or ()
             res.num_instances = int(keep.sum())
+            if 'masks' in inst:  # mmdet's visualizer fills each kept instance's mask in its box colour
+                res.num_masks = int(inst.masks[keep].flatten(1).any(1).sum())
             res.labels = [classes[i] if i < len(classes) else str(i) for i in inst.labels[keep].tolist()]
             inferencer.visualizer.add_datasample(name, rgb, pred, draw_gt=False, draw_pred=True,
                                                  pred_score_thr=score_thr, out_file=out_file)

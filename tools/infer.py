@@ -4,10 +4,11 @@
 
     python tools/infer.py configs/det/ssdlite_emo_1m.py work_dirs/ssdlite_emo_1m/epoch_120.pth demo.jpg
     python tools/infer.py configs/seg/deeplabv3_emo_1m.py work_dirs/.../iter_80000.pth a.png b.jpg
+    python tools/infer.py ssdlite_emo_1m.onnx demo.jpg      # a tools/export_onnx.py file, in onnxruntime
 
-Detectors (config default_scope 'mmdet') get boxes with class names and scores drawn, segmentors
-('mmseg') a colour overlay of the predicted classes. One picture per input is written as
-``<out-dir>/<input name>.jpg`` and its path printed. Inputs may have any size and aspect ratio;
+Detectors (config default_scope 'mmdet') get boxes with class names and scores drawn (Mask R-CNN:
+the instance masks too), segmentors ('mmseg') a colour overlay of the predicted classes. One picture
+per input is written as ``<out-dir>/<input name>.jpg`` and its path printed. Inputs may have any size and aspect ratio;
 grayscale, grayscale+alpha, RGBA and 16-bit files are converted to 8-bit 3-channel BGR first (alpha is
 dropped) and the conversion is printed. A missing or unreadable image stops the run with its name.
 """
@@ -18,9 +19,10 @@ import sys
 def parse_args():
     parser = argparse.ArgumentParser(description='Run a detector / segmentor on image files and draw the result',
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument('config', help='config file (detector or segmentor)')
-    parser.add_argument('checkpoint', help="trained checkpoint (.pth); 'none' = random weights (smoke test)")
-    parser.add_argument('images', nargs='+', help='image files')
+    parser.add_argument('config', help='config file (detector or segmentor), or a .onnx from tools/export_onnx.py')
+    parser.add_argument('checkpoint', help="trained checkpoint (.pth); 'none' = random weights (smoke test); "
+                        "no checkpoint after a .onnx")
+    parser.add_argument('images', nargs='*', help='image files')
     parser.add_argument('--out-dir', default='outputs/infer', help='where the pictures go (default: %(default)s)')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detectors: draw boxes with score >= this (default: %(default)s)')
@@ -34,6 +36,10 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if args.config.endswith('.onnx'):  # MODEL.onnx IMAGE...: the second positional is an image
+        args.images, args.checkpoint = [args.checkpoint] + args.images, 'none'
+    elif not args.images:
+        sys.exit('error: no image files given (CONFIG CHECKPOINT IMAGE [IMAGE ...])')
     from emo_mm.inference import ImageReadError, infer
     ckpt = None if args.checkpoint.lower() == 'none' else args.checkpoint
     try:
@@ -47,6 +53,8 @@ def main():
         if res.num_instances is not None:
             names = ', '.join(sorted(set(res.labels))) or '-'
             what = f'{res.num_instances} boxes with score >= {args.score_thr} ({names})'
+            if res.num_masks is not None:
+                what += f', {res.num_masks} instance masks'
         else:
             what = 'classes: ' + (', '.join(res.labels[:8]) + (' ...' if len(res.labels) > 8 else ''))
         print(f'{res.image} ({w}x{h}){conv}: {what}\n  -> {res.out_file}')

@@ -9,10 +9,10 @@ For each work dir (of tools/train.py or tools/test.py) the final evaluation is r
 (``<timestamp>/vis_data/scalars.json``) and the model is identified by the config the Runner dumped there
 (``WORK_DIR/<config name>.py``), which is matched to ``configs/det/metafile.yml`` /
 ``configs/seg/metafile.yml`` (the only source of published numbers). Detection columns: params, FLOPs,
-AP, AP50, AP75, APs, APm, APl; segmentation: params, FLOPs, mIoU, aAcc, mAcc. Each cell reads
-``ours (published, difference)``. Our params/FLOPs are counted with emo_mm.complexity (as tools/get_flops.py)
-at the input size the metafile gives; ``--no-complexity`` skips that. A work dir without a finished
-evaluation gets a line saying so. Exit status 1 if no work dir had a result.
+AP, AP50, AP75, APs, APm, APl (and mask AP for Mask R-CNN runs); segmentation: params, FLOPs, mIoU, aAcc,
+mAcc. Each cell reads ``ours (published, difference)``. Our params/FLOPs are counted with
+emo_mm.complexity (as tools/get_flops.py) at the input size the metafile gives; ``--no-complexity``
+skips that. A work dir without a finished evaluation gets a line saying so. Exit status 1 if no work dir had a result.
 """
 import argparse
 import os.path as osp
