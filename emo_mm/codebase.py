@@ -41,7 +41,7 @@ def enable_dump(cfg, runner, codebase, out):
             raise ValueError(f'--out must be a .pkl file for detection, got {out}')
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
     elif codebase == 'mmpretrain':
-        from mmpretrain.evaluation import DumpResults
+        from mmengine.evaluator import DumpResults
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=out))
     # mmseg: handled in the config before the runner is built (see configure_seg_out).
 

@@ -156,8 +156,9 @@ def apply_mini(cfg, codebase, mini_root=MINI_ROOT, epochs=None, iters=None):
     if cfg.get('auto_scale_lr') is not None:
         cfg['auto_scale_lr']['enable'] = False
     _drop_unavailable_pretrained(cfg.get('model', {}))
-    if not cfg.get('randomness'):
-        cfg['randomness'] = dict(seed=0)
+    # mmpretrain's default runtime sets randomness=dict(seed=None): that is no seed either
+    if (cfg.get('randomness') or {}).get('seed') is None:
+        cfg['randomness'] = {**(cfg.get('randomness') or {}), 'seed': 0}
     return cfg
 
 
