@@ -158,3 +158,22 @@ def test_export_and_infer_cli(tmp_path, mini_data):
     pic = tmp_path / 'vis' / (osp.splitext(osp.basename(img))[0] + '.jpg')
     assert pic.is_file(), out
     assert 'boxes with score >= 0.1' in out and ' 0 boxes' not in out, out
+
+
+def test_deploy_bench_quick_smoke(tmp_path):
+    """tools/deploy_bench.py --quick: every runtime row of both models, the reference at ratio 1, plain process."""
+    proc = run_tool('tools/deploy_bench.py', '--quick', '--threads', '1', '--out-dir', tmp_path, timeout=600)
+    out = proc.stdout
+    assert 'glibc default allocator (a plain process)' in out, out
+    rows = [[c.strip() for c in line.strip().strip('|').split('|')] for line in out.splitlines()
+            if line.startswith('| SSDLite-')]
+    found = {(r[0], r[1], r[2]) for r in rows}
+    runtimes = ('onnxruntime', 'onnxruntime static', 'eager')
+    expected = {('SSDLite-EMO-1M', mode, rt) for mode in ('plain', 'deploy') for rt in runtimes}
+    expected |= {('SSDLite-MobileNetV2', 'plain', rt) for rt in runtimes}
+    assert expected <= found, out
+    for r in rows:
+        ratio, (lo, hi) = float(r[7]), map(float, r[8].split('-'))
+        assert lo <= ratio <= hi and float(r[6]) > 0, r
+        if r[0] == 'SSDLite-MobileNetV2':
+            assert r[7:9] == ['1.00', '1.00-1.00'], r

@@ -1,6 +1,6 @@
 """onnxruntime CPU throughput of the exported SSDLite / DeepLabv3 EMO models against the stock MobileNetV2 ones.
 
-    python tools/deploy_bench.py [--models NAME ...] [--batch 1 8] [--threads 2] [--repeats 7]
+    python tools/deploy_bench.py [--models NAME ...] [--batch 1 8] [--seg-batch 1] [--threads 2] [--repeats 7]
                                  [--min-time 0.3] [--no-eager] [--out-dir work_dirs/13_deploy_bench] [--quick]
 
 Every model is exported by ``tools/export_onnx.py``'s functions (end-to-end: detectors with box decoding and
@@ -33,7 +33,7 @@ warnings.filterwarnings('ignore')
 import torch  # noqa: E402
 
 from benchmark import paired_ratios  # noqa: E402  (tools/benchmark.py, same folder)
-from emo_mm.benchmarking import ThroughputCase, keep_freed_memory  # noqa: E402
+from emo_mm.benchmarking import ThroughputCase  # noqa: E402
 
 # name -> (config, task, input (H, W), reference name); the references are stock OpenMMLab configs
 MODELS = {
@@ -90,7 +90,9 @@ class EagerCase(ThroughputCase):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='onnxruntime vs eager CPU throughput, EMO vs stock MobileNetV2')
     p.add_argument('--models', nargs='+', default=None, choices=list(MODELS), help='default: all')
-    p.add_argument('--batch', type=int, nargs='+', default=[1, 8])
+    p.add_argument('--batch', type=int, nargs='+', default=[1, 8], help='detector batches')
+    p.add_argument('--seg-batch', type=int, nargs='+', default=[1],
+                   help='segmentor batches (512x512; batch 8 of the stock d8 DeepLabv3 needs > 24 GB in eager mode)')
     p.add_argument('--threads', type=int, default=2, help='onnxruntime intra-op and torch threads')
     p.add_argument('--repeats', type=int, default=7, help='round-robin rounds (median reported)')
     p.add_argument('--min-time', type=float, default=0.3, help='seconds per timed repeat (at least)')
@@ -134,25 +136,27 @@ def main(argv=None):
     args = parse_args(argv)
     if args.quick:
         names, args.batch, args.repeats, args.min_time = args.models or QUICK_MODELS, [1], 3, 0.1
+        args.seg_batch = [1]
     else:
         names = args.models or list(MODELS)
     tasks = {MODELS[n][1] for n in names}
     names += [REFERENCE[t] for t in sorted(tasks) if REFERENCE[t] not in names]
+    batches = {'det': args.batch, 'seg': args.seg_batch}
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # identical for all; seeded weights must not hit slow denormal paths
-    keep_freed_memory()
     os.makedirs(args.out_dir, exist_ok=True)
     import onnxruntime as ort
     print(f'onnxruntime {ort.__version__}, torch {torch.__version__}, {args.threads} threads, batches '
-          f'{args.batch}, median of {args.repeats} round-robin rounds >= {args.min_time}s each')
+          f'{args.batch} (seg {args.seg_batch}), glibc default allocator (a plain process), median of '
+          f'{args.repeats} round-robin rounds >= {args.min_time}s each')
     runs = []
     for name in names:
-        runs += prepare(name, args.out_dir, not args.no_eager, args.batch)
+        runs += prepare(name, args.out_dir, not args.no_eager, batches[MODELS[name][1]])
         print(f'  exported {name}', flush=True)
     rows, t_start = [], time.time()
     g = torch.Generator().manual_seed(0)
     for task in sorted(tasks):
-        for batch in args.batch:
+        for batch in batches[task]:
             group = [r for r in runs if r['task'] == task and r.get('batch', batch) == batch]
             x = torch.randn(batch, 3, *group[0]['hw'], generator=g)
             cases = [OrtCase(r['file'], batch, r['hw'], args.threads, x) if r['runtime'] != 'eager'
