@@ -162,7 +162,6 @@ def apply_mini(cfg, codebase, mini_root=MINI_ROOT, epochs=None, iters=None):
     return cfg
 
 
-
 def write_coco_subset(ann_file, out_file, num_images):
     """Write a COCO json holding the first ``num_images`` images of ``ann_file`` and only their annotations.
 
@@ -183,27 +182,65 @@ def write_coco_subset(ann_file, out_file, num_images):
     return out_file
 
 
-def ssdlite_fit_options(subset_json, size=192):
-    """``--cfg-options`` that make an SSDLite config memorise the images of ``subset_json`` (a COCO json of
-    mini COCO train images, see :func:`write_coco_subset`) and evaluate on the same images.
+def index_of_type(steps, step_type, where='pipeline'):
+    """Index of the one entry of ``steps`` (a pipeline, a ``param_scheduler`` list) whose type is ``step_type``
+    (a scope prefix such as ``mmdet.`` is ignored), for ``--cfg-options`` keys like ``...pipeline.<index>.scale``:
+    a fixed index would silently change another step of a reordered list."""
+    found = [i for i, step in enumerate(steps) if str(step.get('type', '')).split('.')[-1] == step_type]
+    if len(found) != 1:
+        types = [str(step.get('type')) for step in steps]
+        raise ValueError(f'{where}: expected exactly one {step_type} step, found {len(found)} in {types}')
+    return found[0]
 
-    Used by tests/test_learning.py and tools/demo.py. Besides data and input size, the train pipeline is
-    simplified: ``Expand`` off (``prob=0``), ``MinIoURandomCrop`` the identity (``min_crop_size=1``: the only
-    crop it can draw is the whole image) and ``PhotoMetricDistortion`` off (the mini classes are told apart by
-    colour; with hue shifts of up to 18 the fit took several times longer). Schedule keys are the caller's.
-    """
-    train = 'train_dataloader.dataset.dataset'
-    pipe = f'{train}.pipeline'
-    return [
-        f'{train}.ann_file={subset_json}', f'val_dataloader.dataset.ann_file={subset_json}',
-        'val_dataloader.dataset.data_prefix.img=train2017/', f'val_evaluator.ann_file={subset_json}',
-        'train_dataloader.batch_size=8', 'param_scheduler.0.end=5',  # the config warms up over 500 iterations
-        f'{pipe}.2.prob=0.0', f'{pipe}.3.min_crop_size=1.0',
-        *[f'{pipe}.6.{o}' for o in NO_PHOTOMETRIC_DISTORTION],
-        f'{pipe}.4.scale=({size},{size})', f'val_dataloader.dataset.pipeline.1.scale=({size},{size})',
-        f'test_dataloader.dataset.pipeline.1.scale=({size},{size})']
+
+def _load_config(config):
+    from mmengine.config import Config
+    return Config.fromfile(config) if isinstance(config, str) else config
+
+
+def _node(cfg, dotted_key):
+    for part in dotted_key.split('.'):
+        cfg = cfg[part]
+    return cfg
+
+
+def step_key(cfg, list_key, step_type):
+    """``'<list_key>.<index>'``: the --cfg-options prefix of the ``step_type`` entry of the list at the dotted
+    ``list_key`` of ``cfg`` (e.g. ``step_key(cfg, 'val_dataloader.dataset.pipeline', 'Resize')``)."""
+    return f'{list_key}.{index_of_type(_node(cfg, list_key), step_type, where=list_key)}'
 
 
 # PhotoMetricDistortion keys that make it the identity
 NO_PHOTOMETRIC_DISTORTION = ['brightness_delta=0', 'contrast_range=(1.0,1.0)', 'saturation_range=(1.0,1.0)',
                              'hue_delta=0']
+# Train augmentations a memorisation run makes the identity, by step type: Expand never expands, the only crop
+# MinIoURandomCrop can draw is the whole image, no photometric change (the mini classes differ by colour).
+FIT_IDENTITY_STEPS = {'Expand': ['prob=0.0'], 'MinIoURandomCrop': ['min_crop_size=1.0'],
+                      'PhotoMetricDistortion': NO_PHOTOMETRIC_DISTORTION}
+
+
+def coco_fit_options(config, subset_json, size=192, batch_size=8, warmup_iters=5):
+    """``--cfg-options`` that make a detector config (a path or Config) memorise the images of ``subset_json``
+    (a COCO json of mini COCO train images, see :func:`write_coco_subset`) and evaluate on the same images.
+
+    Used by tests/test_learning.py and tools/demo.py. Besides data, batch size and a ``size`` x ``size``
+    input, the config's LinearLR warm-up is cut to ``warmup_iters`` iterations (the configs warm up over 500)
+    and each step of ``FIT_IDENTITY_STEPS`` in the train pipeline is made the identity (with PhotoMetricDistortion's
+    hue shifts SSDLite's fit took several times longer). Steps are found by type, never by position.
+    Schedule and optimizer keys are the caller's.
+    """
+    cfg = _load_config(config)
+    train = 'train_dataloader.dataset'
+    if 'dataset' in _node(cfg, train):  # SSDLite's RepeatDataset
+        train += '.dataset'
+    pipe = f'{train}.pipeline'
+    present = {str(step.get('type', '')).split('.')[-1] for step in _node(cfg, pipe)}
+    identity = [f'{step_key(cfg, pipe, step)}.{o}' for step, opts in FIT_IDENTITY_STEPS.items() if step in present
+                for o in opts]
+    sizes = [f'{step_key(cfg, p, "Resize")}.scale=({size},{size})'
+             for p in (pipe, 'val_dataloader.dataset.pipeline', 'test_dataloader.dataset.pipeline')]
+    return [
+        f'{train}.ann_file={subset_json}', f'val_dataloader.dataset.ann_file={subset_json}',
+        'val_dataloader.dataset.data_prefix.img=train2017/', f'val_evaluator.ann_file={subset_json}',
+        f'train_dataloader.batch_size={batch_size}',
+        f'{step_key(cfg, "param_scheduler", "LinearLR")}.end={warmup_iters}', *identity, *sizes]

@@ -40,7 +40,7 @@ import os.path as osp
 
 import pytest
 
-from emo_mm.mini import NO_PHOTOMETRIC_DISTORTION, ssdlite_fit_options, write_coco_subset
+from emo_mm.mini import NO_PHOTOMETRIC_DISTORTION, coco_fit_options, step_key, write_coco_subset
 
 from .conftest import ROOT, run_tool
 
@@ -50,41 +50,45 @@ CLS_INDICES = [c * 20 + i for c in range(10) for i in range(4 if c < 2 else 3)]
 assert len(CLS_INDICES) == 32
 
 
-SEG_PIPE = CLS_PIPE = 'train_dataloader.dataset.pipeline'
+TRAIN_PIPE = 'train_dataloader.dataset.pipeline'
+VAL_PIPE = 'val_dataloader.dataset.pipeline'
 
 
 # task -> config, metric (key in the run's scalars.json), threshold, schedule key, fit length (epochs or
-# iterations), lr, the data / input-size / pipeline options (a function of the test's temp dir).
+# iterations), lr, the data / input-size / pipeline options (a function of the loaded config and a temp dir;
+# pipeline steps are found by type, see emo_mm.mini.step_key).
 # Measured (seed 0, one thread), fit / lr 0: SSDLite bbox mAP 0.872 (0.836 in an earlier run of the same
 # recipe) / 0.0 (no box above the score threshold), DeepLabv3 mIoU 60.3-61.8 (35.3 after 60 iterations) / 0.0,
 # classifier top-1 100.0 (68.8 after 20 epochs) / 0.0.
 TASKS = {
     'ssdlite_emo_1m': dict(
         config='configs/det/ssdlite_emo_1m.py', metric='coco/bbox_mAP', threshold=0.5, unit='max_epochs',
-        length=150, lr=0.01, options=lambda tmp: ssdlite_fit_options(_coco_subset(tmp), size=192)),
+        length=150, lr=0.01, options=lambda cfg, tmp: coco_fit_options(cfg, _coco_subset(tmp), size=192)),
     'deeplabv3_emo_1m': dict(
         config='configs/seg/deeplabv3_emo_1m.py', metric='mIoU', threshold=50., unit='max_iters',
         length=120, lr=0.003,
-        options=lambda tmp: [
+        options=lambda cfg, tmp: [
             'train_dataloader.dataset.indices=8', 'val_dataloader.dataset.indices=8',
             'val_dataloader.dataset.data_prefix.img_path=images/training',
             'val_dataloader.dataset.data_prefix.seg_map_path=annotations/training',
             # PhotoMetricDistortion: mmseg's draws the hue shift with randint(-d, d), which fails for d = 0
-            *[f'{SEG_PIPE}.5.{o}' for o in NO_PHOTOMETRIC_DISTORTION if not o.startswith('hue')],
-            f'{SEG_PIPE}.5.hue_delta=1',
-            f'{SEG_PIPE}.2.scale=(1024,256)', f'{SEG_PIPE}.3.crop_size=(256,256)',
-            'model.data_preprocessor.size=(256,256)', 'val_dataloader.dataset.pipeline.1.scale=(1024,256)']),
+            *[f'{step_key(cfg, TRAIN_PIPE, "PhotoMetricDistortion")}.{o}'
+              for o in [*(o for o in NO_PHOTOMETRIC_DISTORTION if not o.startswith('hue')), 'hue_delta=1']],
+            f'{step_key(cfg, TRAIN_PIPE, "RandomResize")}.scale=(1024,256)',
+            f'{step_key(cfg, TRAIN_PIPE, "RandomCrop")}.crop_size=(256,256)',
+            'model.data_preprocessor.size=(256,256)', f'{step_key(cfg, VAL_PIPE, "Resize")}.scale=(1024,256)']),
     'emo_1m_cls': dict(
         config='configs/cls/emo_1m_8xb256_in1k.py', metric='accuracy/top1', threshold=90., unit='max_epochs',
         length=40, lr=0.003,
-        options=lambda tmp: [
+        options=lambda cfg, tmp: [
             f'train_dataloader.dataset.indices={_int_list(CLS_INDICES)}',
             f'val_dataloader.dataset.indices={_int_list(CLS_INDICES)}', 'val_dataloader.dataset.split=train',
-            'train_dataloader.batch_size=16', 'custom_hooks.0.momentum=0.1',
-            *[f'{CLS_PIPE}.1.transforms.{i}.0.{o}' for i in (0, 1)  # both RandomResizedCrop variants
-              for o in ('scale=112', 'crop_ratio_range=(0.35,1.0)')],
-            f'{CLS_PIPE}.3.magnitude_level=5',
-            'val_dataloader.dataset.pipeline.1.scale=128', 'val_dataloader.dataset.pipeline.2.crop_size=112']),
+            'train_dataloader.batch_size=16', f'{step_key(cfg, "custom_hooks", "EMAHook")}.momentum=0.1',
+            *[f'{step_key(cfg, TRAIN_PIPE, "RandomChoice")}.transforms.{i}.0.{o}'  # both RandomResizedCrop variants
+              for i in (0, 1) for o in ('scale=112', 'crop_ratio_range=(0.35,1.0)')],
+            f'{step_key(cfg, TRAIN_PIPE, "RandAugment")}.magnitude_level=5',
+            f'{step_key(cfg, VAL_PIPE, "ResizeEdge")}.scale=128',
+            f'{step_key(cfg, VAL_PIPE, "CenterCrop")}.crop_size=112']),
 }
 
 
@@ -112,31 +116,40 @@ def _final_metric(work_dir, key, log):
     return 0.0
 
 
-def _train(task, tmp, lr, length):
+def run_length(task, kind):
+    """Epochs or iterations of a run: the fit's, or 1 epoch / 2 iterations at lr 0 (the weights never move:
+    a short run is the same model as a long one)."""
     spec = TASKS[task]
-    work = tmp / f'{task}_lr{lr:g}'
-    options = [*spec['options'](tmp), f'optim_wrapper.optimizer.lr={lr}', f"train_cfg.{spec['unit']}={length}",
-               f'train_cfg.val_interval={length}', f'default_hooks.checkpoint.interval={length}']
+    return spec['length'] if kind == 'fit' else 2 if spec['unit'] == 'max_iters' else 1
+
+
+def learning_run(tmp_path_factory, task, kind):
+    """``(final metric, work dir)`` of ``task`` trained by tools/train.py --mini, kind 'fit' (the recipe) or
+    'lr0' (learning switched off); trained once per pytest session (the work dir lies at a fixed place under
+    the session's base temp dir), so that other modules reuse the fitted checkpoints."""
+    from mmengine.config import Config
+    spec = TASKS[task]
+    tmp = tmp_path_factory.getbasetemp() / 'learning'
+    work = tmp / f'{task}_{kind}'
+    done = work / 'final_metric.txt'
+    if done.is_file():
+        return float(done.read_text()), work
+    tmp.mkdir(exist_ok=True)
+    length = run_length(task, kind)
+    options = [*spec['options'](Config.fromfile(str(ROOT / spec['config'])), tmp),
+               f"optim_wrapper.optimizer.lr={spec['lr'] if kind == 'fit' else 0.}",
+               f"train_cfg.{spec['unit']}={length}", f'train_cfg.val_interval={length}',
+               f'default_hooks.checkpoint.interval={length}']
     proc = run_tool('tools/train.py', spec['config'], '--mini', '--work-dir', work, '--cfg-options', *options)
-    log = proc.stdout + proc.stderr
-    return _final_metric(str(work), spec['metric'], log)
+    metric = _final_metric(str(work), spec['metric'], proc.stdout + proc.stderr)
+    done.write_text(str(metric))
+    return metric, work
 
 
 @pytest.fixture(scope='module')
 def runs(mini_data, tmp_path_factory):
-    """Each (task, kind) trained once per module: kind 'fit' (the recipe) or 'lr0' (learning switched off)."""
-    tmp = tmp_path_factory.mktemp('learning')
-    cache = {}
-
-    def get(task, kind):
-        if (task, kind) not in cache:
-            spec = TASKS[task]
-            if kind == 'fit':
-                cache[task, kind] = _train(task, tmp, spec['lr'], spec['length'])
-            else:  # the weights never move: a short run is the same model as a long one
-                cache[task, kind] = _train(task, tmp, 0., 2 if spec['unit'] == 'max_iters' else 1)
-        return cache[task, kind]
-    return get
+    """The final metric of (task, kind), trained once per session."""
+    return lambda task, kind: learning_run(tmp_path_factory, task, kind)[0]
 
 
 def _learnt(task, value):
@@ -155,3 +168,50 @@ def test_memorises_its_training_subset(task, runs):
 def test_check_fails_when_learning_is_broken(task, runs):
     """The same recipe at lr 0 (weights frozen at their initialisation) does not pass the check."""
     assert not _learnt(task, runs(task, 'lr0'))
+
+
+# ------------------------------------------------------------------ the fit options address steps by type
+def _apply(cfg, options):
+    """Merge ``--cfg-options`` strings into ``cfg`` as tools/train.py does (mmengine's DictAction)."""
+    import argparse
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    return cfg
+
+
+def _by_type(pipeline):
+    return {step['type'].split('.')[-1]: step for step in pipeline}
+
+
+@pytest.mark.parametrize('order', ['stock', 'reordered'])
+def test_coco_fit_options_find_pipeline_steps_by_type(order):
+    """Each option lands on the step it is meant for, also in a reordered pipeline; other steps are untouched."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / TASKS['ssdlite_emo_1m']['config']))
+    train = cfg.train_dataloader.dataset.dataset
+    if order == 'reordered':
+        train.pipeline = train.pipeline[::-1]
+        cfg.val_dataloader.dataset.pipeline = cfg.val_dataloader.dataset.pipeline[::-1]
+    before = _by_type(train.pipeline)
+    _apply(cfg, coco_fit_options(cfg, '/tmp/fit.json', size=160))
+    after = _by_type(cfg.train_dataloader.dataset.dataset.pipeline)
+    assert after['Expand']['prob'] == 0 and after['MinIoURandomCrop']['min_crop_size'] == 1
+    assert after['PhotoMetricDistortion']['hue_delta'] == 0
+    assert after['PhotoMetricDistortion']['contrast_range'] == (1, 1)
+    assert after['Resize']['scale'] == (160, 160)
+    changed = {'Expand', 'MinIoURandomCrop', 'PhotoMetricDistortion', 'Resize'}
+    assert {t: s for t, s in after.items() if t not in changed} == {t: s for t, s in before.items() if t not in changed}
+    for loader in ('val_dataloader', 'test_dataloader'):
+        assert _by_type(cfg[loader].dataset.pipeline)['Resize']['scale'] == (160, 160), loader
+    assert cfg.val_evaluator.ann_file == '/tmp/fit.json' and cfg.param_scheduler[0].end == 5
+
+
+def test_coco_fit_options_name_a_missing_step():
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / TASKS['ssdlite_emo_1m']['config']))
+    cfg.val_dataloader.dataset.pipeline = [s for s in cfg.val_dataloader.dataset.pipeline if s.type != 'Resize']
+    with pytest.raises(ValueError, match=r'val_dataloader.dataset.pipeline: expected exactly one Resize step, '
+                                         r'found 0 in \[.*LoadImageFromFile'):
+        coco_fit_options(cfg, '/tmp/fit.json')

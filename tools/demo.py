@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from emo_mm.mini import ssdlite_fit_options, write_coco_subset
+from emo_mm.mini import coco_fit_options, write_coco_subset
 
 CONFIG = 'configs/det/ssdlite_emo_1m.py'
 COCO = 'data/mini/coco'
@@ -53,7 +53,7 @@ def draw(config, ckpt, images, out_dir, score_thr):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--config', default=CONFIG,
-                        help='an SSDLite config (the fit options address its pipeline steps by index)')
+                        help='an SSDLite config (the fit options find its pipeline steps by type)')
     parser.add_argument('--epochs', type=int, default=150,
                         help='epochs over the 8 training images (one iteration of batch 8 each)')
     parser.add_argument('--lr', type=float, default=0.01, help='AdamW peak learning rate')
@@ -68,7 +68,7 @@ def main():
     subset = write_coco_subset(f'{COCO}/annotations/instances_train2017.json',  # absolute: not under data_root
                                os.path.abspath(f'{work}/instances_fit{FIT_IMAGES}.json'), FIT_IMAGES)
     print(f'\nwrote {subset}: the first {FIT_IMAGES} mini COCO train images, the only ones trained on')
-    fit = ssdlite_fit_options(subset, SIZE)
+    fit = coco_fit_options(args.config, subset, SIZE)
     schedule = [f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs}',
                 f'default_hooks.checkpoint.interval={args.epochs}', f'optim_wrapper.optimizer.lr={args.lr}']
     train_log = run(['tools/train.py', args.config, '--mini', '--work-dir', work, '--cfg-options', *fit, *schedule])
