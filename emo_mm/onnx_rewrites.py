@@ -1,0 +1,142 @@
+"""Export-time twins of EMO's blocks: the same computation written in the ops onnxruntime runs fastest.
+
+The eager forward of an EMO v1 attention block (``IRMB`` with ``attn_s``) is tuned for PyTorch (NCHW / channels_last
+maps, SDPA, oneDNN); traced as it is, its window attention becomes ~37 onnxruntime nodes per block: a LayerNorm
+between two layout transposes, window partitions of q, k and the values with Split / Squeeze / Gather around them,
+the 1x1 ``qk`` / ``v`` convs as NCHWc convolutions with a layout reorder on each side of them, a crop in two
+Slices. The twin :class:`WindowAttentionIRMB` works on the channels-last (B, H, W, C) map from the LayerNorm to the
+``v`` projection, so that every 1x1 conv is a MatMul on the token axis and every window partition / reverse is one
+Reshape + Transpose:
+
+    NCHW -> NHWC, LayerNorm (last axis), zero pad to the window grid
+    q (scaled) and k: MatMul + bias on the padded map, each cut into windows by one Reshape + Transpose
+    values: the padded map (``attn_pre``, the released EMO weights) or ``v`` on it, cut the same way
+    softmax(q k^T) v, windows back to the padded map (one Reshape + Transpose), crop
+    ``v`` after the attention (``attn_pre``): MatMul + bias + activation, then NHWC -> NCHW for the depthwise conv
+
+It computes what the block computes (same padding, unmasked padded tokens, same scale; the block's own
+``conv_local``, ``se`` and ``proj`` modules run after it); only float32 rounding differs (~1e-6 relative).
+``export_twin(module)`` returns the twin of a module it knows, else None; :mod:`emo_mm.onnx_export` swaps the
+twins in while exporting end-to-end graphs and puts the originals back afterwards.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['WindowAttentionIRMB', 'export_twin']
+
+
+def _pointwise(module: nn.Module):
+    """``(weight (C_in, C_out), bias, activation)`` of a 1x1 ungrouped ConvNormAct without norm (deploy or a
+    plain ``qk`` / ``v``, whose norm is 'none'); None when the module is anything else."""
+    conv, norm, act = (getattr(module, k, None) for k in ('conv', 'norm', 'act'))
+    if not isinstance(conv, nn.Conv2d) or not isinstance(norm, nn.Identity):
+        return None
+    if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1:
+        return None
+    bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
+    return conv.weight[:, :, 0, 0].t(), bias, act
+
+
+class _CropLike(torch.autograd.Function):
+    """The NHWC map ``x`` cut to the (H, W) of the NCHW map ``like``, exported as ONE Slice over both axes
+    (the tracer writes a Slice per axis, each with its own shape arithmetic in a dynamic graph)."""
+
+    @staticmethod
+    def forward(ctx, x, like):
+        return x[:, :like.shape[2], :like.shape[3]].clone()
+
+    @staticmethod
+    def symbolic(g, x, like):
+        ends = g.op('Gather', g.op('Shape', like), g.op('Constant', value_t=torch.tensor([2, 3])), axis_i=0)
+        return g.op('Slice', x, g.op('Constant', value_t=torch.tensor([0, 0])), ends,
+                    g.op('Constant', value_t=torch.tensor([1, 2])))
+
+
+def _crop(x, like):
+    """The top-left (H, W) of ``like`` (NCHW) of the NHWC map ``x``: a view in eager mode, one Slice when
+    exported."""
+    if torch.jit.is_tracing():
+        return _CropLike.apply(x, like)
+    return x[:, :like.shape[2], :like.shape[3]]
+
+
+class WindowAttentionIRMB(nn.Module):
+    """EMO v1 ``IRMB`` with window attention ('remote' windows), eval mode, channels-last inside (see the module
+    docstring). Built by :func:`export_twin` from a block; shares the block's parameters."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        ln = block.norm.norm
+        self.ln_shape, self.ln_eps = ln.normalized_shape, ln.eps
+        self.ln_weight, self.ln_bias = ln.weight, ln.bias
+        self.heads, self.window, self.attn_pre = block.num_head, block.window_size, block.attn_pre
+        w_qk, b_qk, _ = _pointwise(block.qk)
+        dim = w_qk.shape[0]
+        self.dim_head = dim // self.heads
+        scale = self.dim_head ** -0.5
+        # the attention scale applied to q's weights: one Mul of the (N, heads, L, L) scores less (onnxruntime
+        # would fold it into the score MatMul anyway); float32 rounding of the scaled weights only
+        scale = torch.cat([w_qk.new_full((dim, ), self.dim_head ** -0.5), w_qk.new_ones(dim)])
+        self.register_buffer('w_qk', w_qk * scale, persistent=False)
+        self.register_buffer('b_qk', b_qk * scale, persistent=False)
+        w_v, b_v, self.v_act = _pointwise(block.v)
+        self.dim_value = w_v.shape[1] // self.heads  # values after ``v`` (not ``attn_pre``)
+        self.register_buffer('w_v', w_v.contiguous(), persistent=False)
+        self.register_buffer('b_v', b_v.clone(), persistent=False)
+        self.v, self.conv_local, self.se, self.proj = block.v, block.conv_local, block.se, block.proj
+        self.has_skip = block.has_skip
+
+    def _windows(self, m, n1, n2, d, parts=1):
+        """(B, ws*n1, ws*n2, parts*heads*d) -> (parts, B*n1*n2, heads, ws*ws, d): 'remote' windows (a window holds
+        every n1-th row and n2-th column), one Reshape + Transpose that moves runs of d values. Widths are
+        Python ints, so that only n1, n2 are shape arithmetic in a dynamic graph."""
+        ws = self.window
+        m = m.reshape(-1, ws, n1, ws, n2, parts, self.heads, d).permute(5, 0, 2, 4, 6, 1, 3, 7)
+        return m.reshape(parts, -1, self.heads, ws * ws, d)
+
+    def _unwindow(self, o, n1, n2, d):
+        """Inverse of :meth:`_windows` as in NHWC map (B, ws*n1, ws*n2, heads*d): runs of d values again (to
+        NCHW, every value would move alone: neighbouring pixels lie in different windows)."""
+        ws = self.window
+        o = o.reshape(-1, n1, n2, self.heads, ws, ws, d).permute(0, 4, 1, 5, 2, 3, 6)
+        return o.reshape(-1, ws * n1, ws * n2, self.heads * d)
+
+    def forward(self, x):
+        shortcut = x
+        H, W = x.shape[2], x.shape[3]
+        t = F.layer_norm(x.permute(0, 2, 3, 1), self.ln_shape, self.ln_weight, self.ln_bias, self.ln_eps)
+        ws = self.window
+        pad_b, pad_r = (ws - H % ws) % ws, (ws - W % ws) % ws
+        t = F.pad(t, (0, 0, 0, pad_r, 0, pad_b))
+        n1, n2 = (H + pad_b) // ws, (W + pad_r) // ws
+        d, dv = self.dim_head, (self.dim_head if self.attn_pre else self.dim_value)
+        q, k = self._windows(torch.matmul(t, self.w_qk) + self.b_qk, n1, n2, d, parts=2)
+        values = t if self.attn_pre else self.v_act(torch.matmul(t, self.w_v) + self.b_v)
+        # k^T as a Transpose of the last two axes: onnxruntime folds it into the MatMul (transB)
+        o = torch.matmul(torch.matmul(q, k.transpose(-2, -1)).softmax(-1), self._windows(values, n1, n2, dv)[0])
+        # back to NCHW before ``v``, for onnxruntime's NCHWc convolutions (one layout reorder for v, the
+        # depthwise conv and the skip sum; from NHWC each would need its own), on fewer channels than after v
+        o = _crop(self._unwindow(o, n1, n2, dv), x).permute(0, 3, 1, 2)
+        if self.attn_pre:  # pointwise, so after the crop: fewer pixels than the padded map
+            o = self.v(o)
+        y = self.se(self.conv_local(o))
+        y = self.proj(y + o if self.has_skip else y)
+        return y + shortcut if self.has_skip else y
+
+
+def _is_emo_attention_block(module: nn.Module) -> bool:
+    from .models.backbones.emo import IRMB
+    from .models.backbones.emo_layers import LayerNorm2d
+    return (type(module) is IRMB and module.attn_s and not module.training and module.window_size > 0
+            and type(module.norm) is LayerNorm2d and _pointwise(module.qk) is not None
+            and _pointwise(module.v) is not None)
+
+
+def export_twin(module: nn.Module) -> Optional[nn.Module]:
+    """The onnxruntime-friendly twin of ``module`` (same outputs), or None when there is none for it."""
+    if _is_emo_attention_block(module):
+        return WindowAttentionIRMB(module)
+    return None
