@@ -84,6 +84,9 @@ def deploy_metadata(cfg, model, kind: str, dataset_meta: Optional[dict] = None, 
            'emo_mm.palette': [list(map(int, p)) for p in palette] if palette is not None else None}
     if kind == 'segmentor':  # mmseg resizes the logits to the image with the decode head's setting
         out['emo_mm.align_corners'] = bool(model.decode_head.align_corners)
+    roi_head = getattr(model, 'roi_head', None)
+    if kind == 'detector' and getattr(roi_head, 'with_mask', False):  # pasted masks are thresholded here
+        out['emo_mm.mask_thr_binary'] = float(roi_head.test_cfg.mask_thr_binary)
     out.update({f'emo_mm.{k}': v for k, v in extra.items()})
     return out
 
@@ -179,7 +182,14 @@ class OnnxModel:
         x, infos = self.preprocess.batch(imgs, fixed[1:] if fixed else None)
         outs = dict(zip(self.output_names, self.session.run(None, {'input': x})))
         if self.task == 'detector':
-            return [_rescale_dets(d, l, info) for d, l, info in zip(outs['dets'], outs['labels'], infos)]
+            res = [_rescale_dets(d, l, info) for d, l, info in zip(outs['dets'], outs['labels'], infos)]
+            if 'masks' in outs:  # Mask R-CNN: RoI masks pasted into the image at the unclipped boxes
+                thr = float(self.meta.get('mask_thr_binary', 0.5))
+                for r, m, l, info in zip(res, outs['masks'], outs['labels'], infos):
+                    r['masks'] = paste_masks(m[l >= 0], r.pop('unclipped'), info['ori_shape'], thr)
+            for r in res:
+                r.pop('unclipped')
+            return res
         align = bool(self.meta.get('align_corners', False))
         return [_rescale_seg(outs, i, info, align) for i, info in enumerate(infos)]
 
@@ -188,9 +198,42 @@ def _rescale_dets(dets: np.ndarray, labels: np.ndarray, info: dict) -> dict:
     keep = labels >= 0  # padding rows have label -1
     sx, sy = info['scale_factor']
     h0, w0 = info['ori_shape']
-    boxes = dets[keep, :4] / np.array([sx, sy, sx, sy], np.float32)
-    boxes = np.clip(boxes, 0, np.array([w0, h0, w0, h0], np.float32))
-    return dict(bboxes=boxes, scores=dets[keep, 4], labels=labels[keep].astype(np.int64))
+    unclipped = dets[keep, :4] / np.array([sx, sy, sx, sy], np.float32)
+    boxes = np.clip(unclipped, 0, np.array([w0, h0, w0, h0], np.float32))
+    return dict(bboxes=boxes, scores=dets[keep, 4], labels=labels[keep].astype(np.int64), unclipped=unclipped)
+
+
+def _paste_weights(lo: float, hi: float, start: int, stop: int, m: int) -> np.ndarray:
+    """(stop - start, m) bilinear weights of ``grid_sample(align_corners=False)`` with zero padding at the
+    pixel centres ``start + 0.5, ...`` of one image axis, for a mask of size ``m`` spanning [lo, hi)."""
+    with np.errstate(divide='ignore', invalid='ignore'):
+        grid = ((np.arange(start, stop, dtype=np.float32) + np.float32(0.5)) - lo) / (hi - lo) * 2 - 1
+    grid[np.isinf(grid)] = 0  # a zero-width box: mmdet samples the mask centre
+    pos = ((grid + 1) * m - 1) / 2  # mask pixel coordinate
+    left = np.floor(pos)[:, None]
+    frac = (pos[:, None] - left)
+    cols = np.arange(m)[None, :]
+    return ((cols == left) * (1 - frac) + (cols == left + 1) * frac).astype(np.float32)
+
+
+def paste_masks(masks: np.ndarray, boxes: np.ndarray, shape: Sequence[int], thr: float = 0.5) -> np.ndarray:
+    """RoI mask probabilities (K, M, M) pasted into an image of ``shape`` (H, W) at ``boxes`` (K, 4, image
+    pixels): (K, H, W) bool of ``probability >= thr``.
+
+    mmdet's ``_do_paste_mask`` (CPU, one box at a time): bilinear ``grid_sample`` (``align_corners=False``,
+    zero padding) of the mask over the pixels of the box grown by one pixel and rounded out; pixels
+    further out are False. Bilinear sampling is separable, so each mask is ``Wy @ mask @ Wx.T``."""
+    h, w = int(shape[0]), int(shape[1])
+    out = np.zeros((len(masks), h, w), bool)
+    for k, (mask, (x0, y0, x1, y1)) in enumerate(zip(masks.astype(np.float32), boxes.astype(np.float32))):
+        xa, ya = max(int(np.floor(x0)) - 1, 0), max(int(np.floor(y0)) - 1, 0)
+        xb, yb = min(int(np.ceil(x1)) + 1, w), min(int(np.ceil(y1)) + 1, h)
+        if xb <= xa or yb <= ya:
+            continue
+        wy = _paste_weights(y0, y1, ya, yb, mask.shape[0])
+        wx = _paste_weights(x0, x1, xa, xb, mask.shape[1])
+        out[k, ya:yb, xa:xb] = (wy @ mask @ wx.T) >= thr
+    return out
 
 
 def _rescale_seg(outs: dict, i: int, info: dict, align_corners: bool) -> dict:

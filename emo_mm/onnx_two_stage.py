@@ -253,3 +253,20 @@ def live_layer_scales(model: nn.Module, generator: torch.Generator) -> None:
     for name, p in model.named_parameters():
         if name.endswith('.gamma'):
             p.data = torch.rand(p.shape, generator=generator) + 0.5
+
+
+def compare_masks(results: List[dict], outs: dict, ref, thr: float) -> None:
+    """Add the mask agreement of each image to its :func:`~emo_mm.onnx_export.match_detections` result:
+    the ONNX RoI masks of the matched detections pasted at their ONNX boxes (:func:`emo_mm.deploy.paste_masks`)
+    against mmdet's masks of the reference detections: ``mask_pixels``, ``mask_equal`` (over all matched
+    pairs) and ``mask_min_equal`` (the worst pair's fraction of equal pixels; 1.0 without pairs)."""
+    from .deploy import paste_masks
+    for i, res in enumerate(results):
+        gt = ref[i].pred_instances.masks.numpy()
+        pixels = equal = 0
+        worst = 1.0
+        for r, j in res['pairs']:
+            got = paste_masks(outs['masks'][i, j:j + 1], outs['dets'][i, j:j + 1, :4], gt.shape[1:], thr)[0]
+            same = int((got == gt[r]).sum())
+            pixels, equal, worst = pixels + got.size, equal + same, min(worst, same / got.size)
+        res.update(mask_pixels=pixels, mask_equal=equal, mask_min_equal=worst)
