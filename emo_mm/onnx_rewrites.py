@@ -90,12 +90,13 @@ class WindowAttentionIRMB(nn.Module):
         self.has_skip = block.has_skip
 
     def _windows(self, m, n1, n2, d, parts=1):
-        """(B, ws*n1, ws*n2, parts*heads*d) -> (parts, B*n1*n2, heads, ws*ws, d): 'remote' windows (a window holds
+        """(B, ws*n1, ws*n2, parts*heads*d) -> (parts, B*n1*n2, heads, ws*ws, d) (no parts axis for one part):
+        'remote' windows (a window holds
         every n1-th row and n2-th column), one Reshape + Transpose that moves runs of d values. Widths are
         Python ints, so that only n1, n2 are shape arithmetic in a dynamic graph."""
         ws = self.window
         m = m.reshape(-1, ws, n1, ws, n2, parts, self.heads, d).permute(5, 0, 2, 4, 6, 1, 3, 7)
-        return m.reshape(parts, -1, self.heads, ws * ws, d)
+        return m.reshape(-1, self.heads, ws * ws, d) if parts == 1 else m.reshape(parts, -1, self.heads, ws * ws, d)
 
     def _unwindow(self, o, n1, n2, d):
         """Inverse of :meth:`_windows` as in NHWC map (B, ws*n1, ws*n2, heads*d): runs of d values again (to
@@ -116,7 +117,7 @@ class WindowAttentionIRMB(nn.Module):
         q, k = self._windows(torch.matmul(t, self.w_qk) + self.b_qk, n1, n2, d, parts=2)
         values = t if self.attn_pre else self.v_act(torch.matmul(t, self.w_v) + self.b_v)
         # k^T as a Transpose of the last two axes: onnxruntime folds it into the MatMul (transB)
-        o = torch.matmul(torch.matmul(q, k.transpose(-2, -1)).softmax(-1), self._windows(values, n1, n2, dv)[0])
+        o = torch.matmul(torch.matmul(q, k.transpose(-2, -1)).softmax(-1), self._windows(values, n1, n2, dv))
         # back to NCHW before ``v``, for onnxruntime's NCHWc convolutions (one layout reorder for v, the
         # depthwise conv and the skip sum; from NHWC each would need its own), on fewer channels than after v
         o = _crop(self._unwindow(o, n1, n2, dv), x).permute(0, 3, 1, 2)
