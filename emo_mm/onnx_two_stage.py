@@ -43,7 +43,8 @@ class _RoIAlign(torch.autograd.Function):
     def forward(ctx, feat, rois, out_h: int, out_w: int, spatial_scale: float, sampling_ratio: int,
                 aligned: bool):
         from mmcv.ops import roi_align
-        return roi_align(feat, rois, (out_h, out_w), spatial_scale, sampling_ratio, 'avg', aligned)
+        # contiguous: mmcv's kernel reads NCHW memory (a deploy-mode backbone gives channels-last maps)
+        return roi_align(feat.contiguous(), rois, (out_h, out_w), spatial_scale, sampling_ratio, 'avg', aligned)
 
     @staticmethod
     def symbolic(g, feat, rois, out_h, out_w, spatial_scale, sampling_ratio, aligned):
