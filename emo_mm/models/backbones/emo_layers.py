@@ -208,17 +208,22 @@ class LayerScale2d(nn.Module):
 
 def window_partition(x, window, num_heads, mode, chunks=1):
     """(B, chunks*heads*d, H, W) -> (chunks, B*n1*n2, heads, wh*ww, d) with one reshape+permute."""
+    part = _partition_view(x, window, num_heads, mode, chunks)
+    return part.reshape(chunks, -1, num_heads, window[0] * window[1], part.shape[-1])
+
+
+def _partition_view(x, window, num_heads, mode, chunks=1):
+    """The windows of :func:`window_partition` as a strided view of ``x``: (chunks, B, n1, n2, heads, wh,
+    ww, d)."""
     B, C, H, W = x.shape
     wh, ww = window
     n1, n2 = H // wh, W // ww
     d = C // (chunks * num_heads)
     if mode == 'remote':
-        x = x.reshape(B, chunks, num_heads, d, wh, n1, ww, n2).permute(1, 0, 5, 7, 2, 4, 6, 3)
-    elif mode == 'close':
-        x = x.reshape(B, chunks, num_heads, d, n1, wh, n2, ww).permute(1, 0, 4, 6, 2, 5, 7, 3)
-    else:
-        raise ValueError(f"unknown window partition '{mode}' (expected 'remote' or 'close')")
-    return x.reshape(chunks, B * n1 * n2, num_heads, wh * ww, d)
+        return x.reshape(B, chunks, num_heads, d, wh, n1, ww, n2).permute(1, 0, 5, 7, 2, 4, 6, 3)
+    if mode == 'close':
+        return x.reshape(B, chunks, num_heads, d, n1, wh, n2, ww).permute(1, 0, 4, 6, 2, 5, 7, 3)
+    raise ValueError(f"unknown window partition '{mode}' (expected 'remote' or 'close')")
 
 
 def window_reverse(x, batch, size, window, mode, channels_last=False):
@@ -228,18 +233,24 @@ def window_reverse(x, batch, size, window, mode, channels_last=False):
     tensor); the copy then moves runs of ``d`` contiguous values, 4-6x faster than gathering NCHW planes.
     """
     H, W = size
+    x = _windows_in_map_order(x, batch, size, window, mode, channels_last)
+    if channels_last:
+        return x.reshape(batch, H, W, -1).permute(0, 3, 1, 2)
+    return x.reshape(batch, -1, H, W)
+
+
+def _windows_in_map_order(x, batch, size, window, mode, channels_last):
+    """The view of windows (B*n1*n2, heads, wh*ww, d) whose memory order, once made dense, is the map's:
+    (B, h1, n1, w1, n2, heads, d) (remote, NHWC) / (B, n1, h1, n2, w1, heads, d) (close, NHWC), and
+    (B, heads, d, h1, n1, w1, n2) / (B, heads, d, n1, h1, n2, w1) for NCHW."""
+    H, W = size
     wh, ww = window
     n1, n2 = H // wh, W // ww
     _, heads, _, d = x.shape
     x = x.reshape(batch, n1, n2, heads, wh, ww, d)
-    if channels_last:  # -> B h1 n1 w1 n2 heads d (remote) / B n1 h1 n2 w1 heads d (close)
-        x = x.permute(0, 4, 1, 5, 2, 3, 6) if mode == 'remote' else x.permute(0, 1, 4, 2, 5, 3, 6)
-        return x.reshape(batch, H, W, heads * d).permute(0, 3, 1, 2)
-    if mode == 'remote':  # -> B heads d h1 n1 w1 n2
-        x = x.permute(0, 3, 6, 4, 1, 5, 2)
-    else:  # close: -> B heads d n1 h1 n2 w1
-        x = x.permute(0, 3, 6, 1, 4, 2, 5)
-    return x.reshape(batch, heads * d, H, W)
+    if channels_last:
+        return x.permute(0, 4, 1, 5, 2, 3, 6) if mode == 'remote' else x.permute(0, 1, 4, 2, 5, 3, 6)
+    return x.permute(0, 3, 6, 4, 1, 5, 2) if mode == 'remote' else x.permute(0, 3, 6, 1, 4, 2, 5)
 
 
 # score matrices (fp32 bytes) per slice of windows in :func:`_attend_in_slices`: small enough for L2
@@ -248,10 +259,12 @@ ATTENTION_SLICE_BYTES = 512 << 10
 
 def _attend_in_slices(q, k, val, scale):
     """Eval-only softmax(q k^T * scale) val, written out on slices of windows whose score matrices fit in
-    L2. For CPU inference where SDPA has no fused kernel: PyTorch's CPU flash attention needs equal q and
-    value head widths, and EMOv2's value heads are wider (expanded), so SDPA takes its math kernel, which
-    also makes a masked-softmax pass per call; this form measured 36% (batch 1) to 59% (batch 16) faster at
-    EMOv2-1M's stage-3 shapes, same values within ~1e-6."""
+    L2: the CPU inference form of the deploy attention, same values as SDPA within ~1e-6. PyTorch's CPU
+    flash attention needs equal q and value head widths; EMOv2's value heads are wider (expanded), so SDPA
+    takes its math kernel, which also makes a masked-softmax pass per call: this form measured 36% (batch 1)
+    to 59% (batch 16) faster at EMOv2-1M's stage-3 shapes. For EMO v1's equal widths it costs the same as
+    the flash kernel on one thread, but bmm and softmax also use the second thread, flash not (EMO-1M's
+    stage-4 shape, batch 1: 49 -> 46 us flash, 52 -> 33-41 us written out, 1 -> 2 threads)."""
     windows, heads, tokens, width = val.shape
     # (windows * heads) matrices as 3-d views (q, k, val are dense window copies): bmm without matmul's
     # broadcasting ops around it, which count at batch 1
@@ -267,12 +280,19 @@ def _attend_in_slices(q, k, val, scale):
     return out.view(windows, heads, tokens, width)
 
 
+def _cpu_inference_attention(x, attn_drop):
+    """Whether attention on ``x`` may take the written-out CPU inference forms (:func:`_attend_in_slices`):
+    eval, no autograd, no tracing (ONNX export and the FLOP counter see SDPA) or compiling."""
+    return (attn_drop == 0 and x.is_cpu and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
+
+
 def _attend(q, k, val, attn_drop, use_sdpa):
-    """softmax(q k^T / sqrt(d)) val over the last two dims, through SDPA or written out (official form)."""
+    """softmax(q k^T / sqrt(d)) val over the last two dims: the official form, or with ``use_sdpa`` SDPA
+    (training, tracing, non-CPU tensors) and its written-out CPU inference form."""
     scale = q.shape[-1] ** -0.5
     if use_sdpa:
-        if (q.shape[-1] != val.shape[-1] and attn_drop == 0 and q.is_cpu and not torch.is_grad_enabled()
-                and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
+        if _cpu_inference_attention(q, attn_drop):
             return _attend_in_slices(q, k, val, scale)
         return F.scaled_dot_product_attention(q, k, val, dropout_p=attn_drop, scale=scale)
     attn = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
@@ -286,12 +306,40 @@ def _attention_map_first(x, qk, v, num_heads, window, modes, attn_pre, attn_drop
     B, _, H, W = x.shape
     qk_map = qk(x)
     values = x if attn_pre else v(x)
+    if use_sdpa and len(modes) > 1 and _cpu_inference_attention(x, attn_drop):
+        return _attend_modes_together(qk_map, values, num_heads, window, modes, channels_last)
     out = None
     for mode in modes:
         q, k = window_partition(qk_map, window, num_heads, mode, chunks=2)
         val = window_partition(values, window, num_heads, mode)[0]
         o = window_reverse(_attend(q, k, val, attn_drop, use_sdpa), B, (H, W), window, mode, channels_last)
         out = o if out is None else out + o
+    return out
+
+
+def _attend_modes_together(qk_map, values, num_heads, window, modes, channels_last):
+    """CPU inference form of the summed attention of several partitions (EMOv2's hybrid): the windows of
+    all modes are copied into one buffer and attended by one set of calls (at batch 1 EMOv2-1M's stage 3
+    has 16 score matrices per mode, so the per-call cost of bmm / softmax counts), and every other mode's
+    result is added into the first one's map in place, without a map-order copy of its own."""
+    B, _, H, W = qk_map.shape
+    qk_parts = [_partition_view(qk_map, window, num_heads, mode, chunks=2) for mode in modes]
+    val_parts = [_partition_view(values, window, num_heads, mode)[0] for mode in modes]
+    # (chunks, modes, B, n1, n2, heads, wh, ww, d): q and k of all modes each one dense block
+    qk_win = qk_map.new_empty((2, len(modes), *qk_parts[0].shape[1:]))
+    val_win = values.new_empty((len(modes), *val_parts[0].shape))
+    for i, (qk_part, val_part) in enumerate(zip(qk_parts, val_parts)):
+        qk_win[:, i] = qk_part
+        val_win[i] = val_part
+    heads, tokens = num_heads, window[0] * window[1]
+    q, k = (t.view(-1, heads, tokens, t.shape[-1]) for t in qk_win)
+    o = _attend_in_slices(q, k, val_win.view(-1, heads, tokens, val_win.shape[-1]), q.shape[-1] ** -0.5)
+    o = o.view(len(modes), -1, *o.shape[1:])
+    out = window_reverse(o[0], B, (H, W), window, modes[0], channels_last)
+    dense = out.permute(0, 2, 3, 1) if channels_last else out  # out's memory, in (B, H, W, C) order for NHWC
+    for mode, o_mode in zip(modes[1:], o[1:]):
+        part = _windows_in_map_order(o_mode, B, (H, W), window, mode, channels_last)
+        dense.view(part.shape).add_(part)
     return out
 
 
@@ -321,8 +369,9 @@ def ew_mhsa(x, qk, v, num_heads, window_size, modes=('remote',), attn_pre=False,
     ``attn_pre=True`` (EMO v1 release) attends over the normed input split into heads and applies ``v``
     afterwards. Scale is ``dim_head ** -0.5`` with ``dim_head = C // num_heads``. ``attn_drop`` is the
     dropout probability to apply now (the caller passes 0 in eval mode). ``use_sdpa`` (deploy mode) runs
-    the attention through ``scaled_dot_product_attention`` and, with a single mode, cuts the windows before
-    the 1x1 convs (:func:`_attention_tokens_first`).
+    the attention through ``scaled_dot_product_attention`` (in CPU inference through its written-out form,
+    all modes in one set of calls; see :func:`_attend_in_slices`) and, with a single mode, cuts the windows
+    before the 1x1 convs (:func:`_attention_tokens_first`).
     """
     B, C, H, W = x.shape
     wh, ww = (window_size, window_size) if window_size > 0 else (H, W)
