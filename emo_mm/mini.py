@@ -182,11 +182,15 @@ def write_coco_subset(ann_file, out_file, num_images):
     return out_file
 
 
+def _type_name(step):
+    return str(step.get('type', '')).split('.')[-1]
+
+
 def index_of_type(steps, step_type, where='pipeline'):
     """Index of the one entry of ``steps`` (a pipeline, a ``param_scheduler`` list) whose type is ``step_type``
     (a scope prefix such as ``mmdet.`` is ignored), for ``--cfg-options`` keys like ``...pipeline.<index>.scale``:
     a fixed index would silently change another step of a reordered list."""
-    found = [i for i, step in enumerate(steps) if str(step.get('type', '')).split('.')[-1] == step_type]
+    found = [i for i, step in enumerate(steps) if _type_name(step) == step_type]
     if len(found) != 1:
         types = [str(step.get('type')) for step in steps]
         raise ValueError(f'{where}: expected exactly one {step_type} step, found {len(found)} in {types}')
@@ -234,7 +238,7 @@ def coco_fit_options(config, subset_json, size=192, batch_size=8, warmup_iters=5
     if 'dataset' in _node(cfg, train):  # SSDLite's RepeatDataset
         train += '.dataset'
     pipe = f'{train}.pipeline'
-    present = {str(step.get('type', '')).split('.')[-1] for step in _node(cfg, pipe)}
+    present = {_type_name(step) for step in _node(cfg, pipe)}
     identity = [f'{step_key(cfg, pipe, step)}.{o}' for step, opts in FIT_IDENTITY_STEPS.items() if step in present
                 for o in opts]
     sizes = [f'{step_key(cfg, p, "Resize")}.scale=({size},{size})'
