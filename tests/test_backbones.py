@@ -438,6 +438,29 @@ def test_deploy_onednn_path_matches_plain(cls):
 
 
 @needs_onednn
+@pytest.mark.parametrize('act', [None, nn.SiLU(inplace=True), nn.ReLU(inplace=True), nn.GELU()],
+                         ids=['none', 'silu', 'relu', 'gelu'])
+def test_deploy_conv_equals_conv_then_act(act):
+    """deploy_conv on the oneDNN path (1x1 as linear, depthwise with SiLU applied after the conv, dense
+    strided conv) gives act(conv(x)) and leaves its input untouched."""
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(16, 24, 1), nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.Conv2d(16, 16, 5, 2, 2, groups=16),
+             nn.Conv2d(16, 8, 3, 2, 1)]
+    x = torch.randn(2, 16, 13, 11).contiguous(memory_format=torch.channels_last)
+    x_before = x.clone()
+    for conv in convs:
+        with torch.no_grad():
+            ref = conv(x) if act is None else type(act)()(conv(x))
+        packed = onednn_deploy.PackedWeight()
+        with torch.inference_mode():
+            for _ in range(2):  # packing, then the packed weight
+                out = onednn_deploy.deploy_conv(x, conv, act, packed)
+                torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        assert packed.value is not None
+        torch.testing.assert_close(x, x_before, atol=0, rtol=0)
+
+
+@needs_onednn
 def test_deploy_packed_weights_follow_weight_updates():
     """The oneDNN weight copies are re-made when the weights change (load_state_dict, .to()), never enter the
     state_dict, and a deep copy of a deploy model runs like the original."""

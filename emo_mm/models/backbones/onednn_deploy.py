@@ -6,7 +6,8 @@ most of EMO's ~60 small convs compute. In deploy mode (inference only) each conv
 in oneDNN's layout, made once (:class:`PackedWeight`); a 1x1 conv on a channels_last map runs as a oneDNN
 linear layer on the (pixels, channels) view of the same memory (``torch.ops.mkldnn._linear_pointwise``,
 a fraction of the setup cost), every other conv as ``torch.ops.mkldnn._convolution_pointwise``, both with
-the activation as a oneDNN post-op: the ops TorchInductor's CPU backend emits for conv/linear + activation.
+the activation as a oneDNN post-op: the ops TorchInductor's CPU backend emits for conv/linear + activation
+(except a depthwise conv's SiLU, which runs after it in place: faster, see :meth:`PackedWeight.update`).
 The backbone hands its deploy-mode CPU inference input over in channels_last. Every case these ops do not
 cover takes F.conv2d: non-CPU or non-fp32 tensors, NCHW maps (a block used on its own), autograd, tracing
 (ONNX export), torch.compile, PyTorch builds without oneDNN.
@@ -67,10 +68,10 @@ class PackedWeight:
     Held by the module that owns the conv; never copied or pickled (``copy.deepcopy`` and ``torch.save`` of
     the module get an empty one), so checkpoints and state_dicts are unaffected.
     """
-    __slots__ = ('key', 'value', 'pointwise', 'args')
+    __slots__ = ('key', 'value', 'pointwise', 'args', 'act_after')
 
     def __init__(self):
-        self.key = self.value = self.pointwise = self.args = None
+        self.key = self.value = self.pointwise = self.args = self.act_after = None
 
     def __reduce__(self):
         return PackedWeight, ()
@@ -92,6 +93,11 @@ class PackedWeight:
             return False
         w = weight.detach()
         self.pointwise = _is_pointwise(conv)
+        self.act_after = None
+        if conv.groups > 1 and conv.groups == conv.in_channels and type(act) is nn.SiLU:
+            # oneDNN's swish post-op in its depthwise kernel measured 0-17% slower than the conv alone plus
+            # PyTorch's in-place SiLU on EMO's depthwise shapes (1 thread, 112x112 down to 14x14)
+            post_op, self.act_after = _onednn_post_op(None), _DEPLOY_ACTS[nn.SiLU][0]
         if self.pointwise:
             self.value = _REORDER_LINEAR(w.flatten(1), x.shape[0] * x.shape[2] * x.shape[3])
             self.args = post_op
@@ -117,7 +123,8 @@ def deploy_conv(x, conv, act=None, packed=None):
             y = _LINEAR_OP(x.as_strided((B * H * W, C), (C, 1)), packed.value, bias, *packed.args)
             C_out = y.shape[1]
             return y.as_strided((B, C_out, H, W), (H * W * C_out, 1, W * C_out, C_out))
-        return _CONV_OP(x, packed.value, bias, *packed.args)
+        y = _CONV_OP(x, packed.value, bias, *packed.args)
+        return y if packed.act_after is None else packed.act_after(y)
     x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return x if act is None else deploy_act(act)(x)
 
