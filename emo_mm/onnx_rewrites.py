@@ -19,13 +19,14 @@ It computes what the block computes (same padding, unmasked padded tokens, same 
 ``export_twin(module)`` returns the twin of a module it knows, else None; :mod:`emo_mm.onnx_export` swaps the
 twins in while exporting end-to-end graphs and puts the originals back afterwards.
 """
+import contextlib
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['WindowAttentionIRMB', 'export_twin']
+__all__ = ['WindowAttentionIRMB', 'export_twin', 'as_traced']
 
 
 def _pointwise(module: nn.Module):
@@ -136,8 +137,22 @@ def _is_emo_attention_block(module: nn.Module) -> bool:
             and _pointwise(module.v) is not None)
 
 
+_ENABLED = [True]
+
+
+@contextlib.contextmanager
+def as_traced():
+    """Within this block :func:`export_twin` gives no twins: the blocks export as traced (to measure what the
+    twins bring, e.g. ``tools/deploy_bench.py --as-traced``)."""
+    _ENABLED.append(False)
+    try:
+        yield
+    finally:
+        _ENABLED.pop()
+
+
 def export_twin(module: nn.Module) -> Optional[nn.Module]:
     """The onnxruntime-friendly twin of ``module`` (same outputs), or None when there is none for it."""
-    if _is_emo_attention_block(module):
+    if _ENABLED[-1] and _is_emo_attention_block(module):
         return WindowAttentionIRMB(module)
     return None

@@ -2,9 +2,11 @@
 
 * every config in configs/det and configs/seg exports (in-process, small input) and onnxruntime gives the
   model's own ``predict`` on two real mini images (one padded batch of 2: dynamic batch and size):
-  detectors the same boxes (label equal, coordinates within 1e-3 relative) and the same count, segmentors
-  >= 99.9% equal pixels (ties aside: equal scores / top-2 logits within float32 rounding); weights are seeded by ``lively_init`` so that there ARE detections (random init
-  detects nothing); two-stage configs (Mask R-CNN) fail with an error naming the unsupported part;
+  detectors the same count and the same detections (label equal, coordinates within 1e-3 relative) but for
+  NMS ties (two candidates whose scores agree to float32 rounding, and what NMS / the top-K cut differently
+  because of them: ``emo_mm.onnx_export.unexplained_detections``), segmentors >= 99.9% equal pixels,
+  outright; weights are seeded by ``lively_init`` so that there ARE detections (random init detects nothing);
+  two-stage configs (Mask R-CNN) fail with an error naming the unsupported part;
 * the graph runs at another size than the export size, and pads its outputs to max_per_img with label -1;
 * ``emo_mm.deploy.OnnxModel`` (the config's own resize, boxes in original pixels) against mmdet's
   ``inference_detector`` on original mini images; ``tools/export_onnx.py`` and ``tools/infer.py model.onnx``
@@ -58,18 +60,18 @@ def _assert_same(kind, res):
     if kind == 'detector':
         n = sum(r['pytorch'] for r in res)
         assert n > 0, 'PyTorch predicts no detections: the comparison would be empty'
-        assert sum(r['onnx'] for r in res) == n, res
-        # every box matches or ties (score within 1e-5: NMS / top-K may pick either), but for 2%: where equal
-        # scores were swapped, NMS may suppress a different neighbour further down the list
-        matched = sum(r['matched'] for r in res)
-        assert matched + sum(r['tied'] for r in res) >= 0.98 * n, res
-        assert matched >= 0.5 * n, res
+        assert [r['onnx'] for r in res] == [r['pytorch'] for r in res], res
+        # every detection the same (label, box within 1e-3 relative), NMS ties aside: a detection may differ
+        # only as one of two candidates whose scores agree to float32 rounding, or as what NMS suppressed or
+        # the top-K cut because of that (emo_mm.onnx_export.unexplained_detections)
+        assert sum(r['unexplained'] for r in res) == 0, res
         assert max(r['box_rel_err'] for r in res) <= 1e-3, res
+        # and such ties are rare (measured: 0-3 of 200-400 detections per config)
+        assert sum(r['matched'] for r in res) >= 0.97 * n, res
     else:
-        # >= 99.9% of the pixels equal, argmax ties aside (top-2 logits within 1e-4), and >= 99% outright
+        # >= 99.9% of the pixels equal outright (measured 99.98-100%)
         n = sum(r['pixels'] for r in res)
-        eq, tied = sum(r['equal'] for r in res), sum(r['tied'] for r in res)
-        assert eq + tied >= 0.999 * n and eq >= 0.99 * n, res
+        assert sum(r['equal'] for r in res) >= 0.999 * n, res
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=[osp.relpath(c, ROOT / 'configs') for c in CONFIGS])
@@ -123,18 +125,16 @@ def test_onnx_model_matches_mmdet_inference_on_original_images(ssdlite, mini_dat
     model.cfg = cfg
     onnx = OnnxModel(f)
     assert onnx.task == 'detector' and len(onnx.classes) == 80
-    n = 0
+    res = []
     for img in _images(mini_data, 'detector'):
         got = onnx.predict(img)
         ref = inference_detector(model, img).pred_instances
-        n += len(ref)
-        assert len(got['labels']) == len(ref)
-        assert (got['labels'] == ref.labels.numpy()).mean() >= 0.99
-        rb = ref.bboxes.numpy()
-        same = np.abs(got['bboxes'] - rb).max(1) <= 1e-3 * np.maximum(np.abs(rb).max(1), 1)
-        assert same.mean() >= 0.99, np.abs(got['bboxes'] - rb).max()
+        dets = np.concatenate([got['bboxes'], got['scores'][:, None]], 1)
+        res.append(onnx_export.match_detections(dets, got['labels'], ref))
+        res[-1]['unexplained'] = onnx_export.unexplained_detections(dets, got['labels'], ref, res[-1],
+                                                                    *onnx_export.nms_settings(model))
         assert got['bboxes'][:, 2].max() <= img.shape[1] and got['bboxes'][:, 3].max() <= img.shape[0]
-    assert n > 0
+    _assert_same('detector', res)
 
 
 def test_onnx_model_refuses_files_without_metadata(tmp_path):
@@ -177,3 +177,35 @@ def test_deploy_bench_quick_smoke(tmp_path):
         assert lo <= ratio <= hi and float(r[6]) > 0, r
         if r[0] == 'SSDLite-MobileNetV2':
             assert r[7:9] == ['1.00', '1.00-1.00'], r
+
+
+def _dets(rows):
+    """(K, 5) dets and (K,) labels of rows (x1, y1, x2, y2, score, label), padded with 2 rows of label -1."""
+    rows = np.array(rows + [(0, 0, 0, 0, 0, -1)] * 2, np.float32)
+    return rows[:, :5], rows[:, 5].astype(np.int64)
+
+
+def _verdict(onnx_rows, ref_rows, iou_thr=0.5, max_dets=4):
+    from types import SimpleNamespace
+    dets, labels = _dets(onnx_rows)
+    r = np.array(ref_rows, np.float32)
+    ref = SimpleNamespace(bboxes=torch.from_numpy(r[:, :4]), scores=torch.from_numpy(r[:, 4]),
+                          labels=torch.from_numpy(r[:, 5].astype(np.int64)))
+    m = onnx_export.match_detections(dets, labels, ref)
+    return m['matched'], onnx_export.unexplained_detections(dets, labels, ref, m, iou_thr, max_dets)
+
+
+def test_detection_verdict_allows_nms_ties_only():
+    """The detection check: same detections pass; two candidates whose scores agree to float32 rounding may
+    swap (and what the swapped one suppresses, and the top-K tail, may differ); anything else is reported."""
+    a, b = (10, 10, 50, 50, .6, 3), (10, 18, 50, 58, .6000002, 3)  # overlapping, tied scores
+    c = (10, 26, 50, 66, .5, 3)  # suppressed by b (IoU > 0.5), not by a (IoU 0.43)
+    d, e = (60, 60, 90, 90, .4, 1), (0, 0, 5, 5, .3, 7)
+    assert _verdict([a, d, e], [a, d, e]) == (3, 0)
+    assert _verdict([b, d, e], [a, d, e]) == (2, 0)  # the tie swapped
+    assert _verdict([a, c, d], [b, d, e], max_dets=3) == (1, 0)  # tie, its cascade, the tail cut
+    assert _verdict([a, c, d], [b, d, e], max_dets=4) == (1, 1)  # list not full: e has no excuse
+    assert _verdict([a, d, e], [a, d, (0, 0, 5, 5, .3, 6)]) == (2, 2)  # another label
+    assert _verdict([a, d, e], [a, d, (0, 0, 5, 5.1, .3, 7)]) == (2, 2)  # box off by 2% of its size
+    assert _verdict([a, d, e], [a, d, (70, 0, 75, 5, .3, 7)]) == (2, 0)  # top-K tie far away
+    assert _verdict([(10, 18, 50, 58, .61, 3), d, e], [a, d, e]) == (2, 2)  # scores too far apart for a tie

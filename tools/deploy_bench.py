@@ -1,12 +1,16 @@
 """onnxruntime CPU throughput of the exported SSDLite / DeepLabv3 EMO models against the stock MobileNetV2 ones.
 
     python tools/deploy_bench.py [--models NAME ...] [--batch 1 8] [--seg-batch 1] [--threads 2] [--repeats 7]
-                                 [--min-time 0.3] [--no-eager] [--out-dir work_dirs/13_deploy_bench] [--quick]
+                                 [--min-time 0.3] [--no-eager] [--as-traced] [--out-dir work_dirs/13_deploy_bench]
+                                 [--quick]
 
 Every model is exported by ``tools/export_onnx.py``'s functions (end-to-end: detectors with box decoding and
 per-class NMS in the graph, segmentors to the class map at the input size), SSDLite at its 320x320 and
 DeepLabv3 at 512x512, EMO backbones plain and after ``switch_to_deploy()``; each once with dynamic batch /
-height / width and once per batch with a fixed input (``--static``: onnxruntime folds the shape arithmetic). All models get the same seeded
+height / width and once per batch with a fixed input (``--static``: onnxruntime folds the shape arithmetic).
+EMO's attention blocks export through their onnxruntime-friendly twins (``emo_mm.onnx_rewrites``, same
+outputs); ``--as-traced`` adds the EMO deploy models exported without them (dynamic graph, ratio to the
+reference's ``onnxruntime`` row), to show what the twins bring. All models get the same seeded
 weights (``emo_mm.onnx_export.lively_init``: random init detects nothing, so NMS would have no work; here
 each detector keeps its full ``nms_pre`` candidates, the same post-processing work for every model).
 The references are mmdet's stock SSDLite-MobileNetV2 and mmseg's stock DeepLabv3-MobileNetV2 (d8, ADE20K).
@@ -48,6 +52,8 @@ MODELS = {
 }
 REFERENCE = {'det': 'SSDLite-MobileNetV2', 'seg': 'DeepLabv3-MobileNetV2'}
 QUICK_MODELS = ['SSDLite-EMO-1M', 'SSDLite-MobileNetV2']
+# EMO exported without emo_mm.onnx_rewrites' twins (--as-traced); its ratio is to the reference's 'onnxruntime' row
+AS_TRACED = 'onnxruntime as traced'
 
 
 class OrtCase:
@@ -97,13 +103,16 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=7, help='round-robin rounds (median reported)')
     p.add_argument('--min-time', type=float, default=0.3, help='seconds per timed repeat (at least)')
     p.add_argument('--no-eager', action='store_true', help='onnxruntime only')
+    p.add_argument('--as-traced', action='store_true',
+                   help="also time EMO deploy models exported without emo_mm.onnx_rewrites' twins (dynamic graph)")
     p.add_argument('--out-dir', default='work_dirs/13_deploy_bench', help='where the .onnx files go')
     p.add_argument('--quick', action='store_true', help=f'{QUICK_MODELS}, batch 1, 3 short rounds')
     return p.parse_args(argv)
 
 
-def prepare(name, out_dir, eager, batches):
+def prepare(name, out_dir, eager, batches, as_traced=False):
     """Build (seeded weights), count, export plain (+ deploy for EMO); returns the runs of this model."""
+    from emo_mm import onnx_rewrites
     from emo_mm.builder import build_model, get_backbone, switch_to_deploy
     from emo_mm.complexity import get_complexity
     from emo_mm.launch import resolve_config_path
@@ -123,6 +132,11 @@ def prepare(name, out_dir, eager, batches):
         f = osp.join(out_dir, f'{name}_{mode}.onnx')
         export_end_to_end(model, kind, f, hw)
         runs.append(dict(base, runtime='onnxruntime', file=f))
+        if as_traced and mode == 'deploy':
+            f = osp.join(out_dir, f'{name}_{mode}_as_traced.onnx')
+            with onnx_rewrites.as_traced():
+                export_end_to_end(model, kind, f, hw)
+            runs.append(dict(base, runtime=AS_TRACED, file=f))
         for b in batches:  # --static: one file per batch
             f = osp.join(out_dir, f'{name}_{mode}_static_b{b}.onnx')
             export_end_to_end(model, kind, f, hw, batch=b, static=True)
@@ -151,7 +165,7 @@ def main(argv=None):
           f'{args.repeats} round-robin rounds >= {args.min_time}s each')
     runs = []
     for name in names:
-        runs += prepare(name, args.out_dir, not args.no_eager, batches[MODELS[name][1]])
+        runs += prepare(name, args.out_dir, not args.no_eager, batches[MODELS[name][1]], args.as_traced)
         print(f'  exported {name}', flush=True)
     rows, t_start = [], time.time()
     g = torch.Generator().manual_seed(0)
@@ -168,8 +182,8 @@ def main(argv=None):
                 for i in order:
                     rates[i].append(cases[i].time_once())
             for r, rate in zip(group, rates):
-                ref = next(rr for rr, q in zip(group, rates) if rr['name'] == REFERENCE[task]
-                           and rr['runtime'] == r['runtime'])
+                runtime = 'onnxruntime' if r['runtime'] == AS_TRACED else r['runtime']
+                ref = next(rr for rr in group if rr['name'] == REFERENCE[task] and rr['runtime'] == runtime)
                 ref_rate = rates[group.index(ref)]
                 rows.append((r, batch, statistics.median(rate), paired_ratios(rate, ref_rate)))
             print(f'  {task} batch {batch} done ({time.time() - t_start:.0f} s)', flush=True)
