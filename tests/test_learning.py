@@ -157,7 +157,9 @@ def learning_run(tmp_path_factory, task, kind):
                f"optim_wrapper.optimizer.lr={spec['lr'] if kind == 'fit' else 0.}",
                f"train_cfg.{spec['unit']}={length}", f'train_cfg.val_interval={length}',
                f'default_hooks.checkpoint.interval={length}']
-    proc = run_tool('tools/train.py', spec['config'], '--mini', '--work-dir', work, '--cfg-options', *options)
+    # 1-2.5 minutes on 2 idle cores; the timeout only guards against a hang on a machine shared with other jobs
+    proc = run_tool('tools/train.py', spec['config'], '--mini', '--work-dir', work, '--cfg-options', *options,
+                    timeout=3600)
     metric = _final_metric(str(work), spec['metric'], proc.stdout + proc.stderr)
     done.write_text(str(metric))
     return metric, work
