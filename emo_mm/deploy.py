@@ -183,12 +183,11 @@ class OnnxModel:
         outs = dict(zip(self.output_names, self.session.run(None, {'input': x})))
         if self.task == 'detector':
             res = [_rescale_dets(d, l, info) for d, l, info in zip(outs['dets'], outs['labels'], infos)]
-            if 'masks' in outs:  # Mask R-CNN: RoI masks pasted into the image at the unclipped boxes
-                thr = float(self.meta.get('mask_thr_binary', 0.5))
-                for r, m, l, info in zip(res, outs['masks'], outs['labels'], infos):
-                    r['masks'] = paste_masks(m[l >= 0], r.pop('unclipped'), info['ori_shape'], thr)
-            for r in res:
-                r.pop('unclipped')
+            thr = float(self.meta.get('mask_thr_binary', 0.5))
+            for i, (r, info) in enumerate(zip(res, infos)):
+                unclipped = r.pop('unclipped')
+                if 'masks' in outs:  # Mask R-CNN: RoI masks pasted into the image at mmdet's (unclipped) boxes
+                    r['masks'] = paste_masks(outs['masks'][i][outs['labels'][i] >= 0], unclipped, info['ori_shape'], thr)
             return res
         align = bool(self.meta.get('align_corners', False))
         return [_rescale_seg(outs, i, info, align) for i, info in enumerate(infos)]
