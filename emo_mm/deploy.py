@@ -4,6 +4,7 @@
     model = OnnxModel('ssdlite_emo_1m.onnx')
     res = model.predict(cv2.imread('demo.jpg'))   # BGR uint8, any size
     res['bboxes'], res['scores'], res['labels']    # detectors: boxes in the image's own pixels
+    res['masks']                                   # Mask R-CNN: (K, H, W) bool, pasted into the image
     res['sem_seg']                                 # segmentors: (H, W) class map of the image
 
 The export stores what inference needs in the file's ``metadata_props`` (see :func:`deploy_metadata`): the
@@ -18,6 +19,10 @@ of 32): the exported graph clips boxes to the padded input instead of the unpadd
 clipped to the image afterwards. Segmentors exported with the class map (``seg``, the default) are resized
 to the image by nearest neighbour; mmseg resizes the logits bilinearly and takes the argmax afterwards, which
 can move class boundaries by a pixel. Export with ``--seg-output seg_logits`` for mmseg's exact procedure.
+
+Mask R-CNN graphs output each detection's mask probabilities at RoI size (28 x 28); :func:`paste_masks` puts
+them into the original image as mmdet does (bilinear ``grid_sample`` at the box rescaled to the image, then
+``>= mask_thr_binary`` from the config, stored in the metadata), with numpy.
 """
 from __future__ import annotations
 
@@ -187,7 +192,8 @@ class OnnxModel:
             for i, (r, info) in enumerate(zip(res, infos)):
                 unclipped = r.pop('unclipped')
                 if 'masks' in outs:  # Mask R-CNN: RoI masks pasted into the image at mmdet's (unclipped) boxes
-                    r['masks'] = paste_masks(outs['masks'][i][outs['labels'][i] >= 0], unclipped, info['ori_shape'], thr)
+                    kept = outs['masks'][i][outs['labels'][i] >= 0]
+                    r['masks'] = paste_masks(kept, unclipped, info['ori_shape'], thr)
             return res
         align = bool(self.meta.get('align_corners', False))
         return [_rescale_seg(outs, i, info, align) for i, info in enumerate(infos)]
