@@ -18,8 +18,13 @@ The config's test preprocessing, class names and palette are stored as metadata,
 segmentors are checked on real images (``--check-images``; default: the first two of data/mini), preprocessed
 as the config does, against the model's own ``predict``. Random weights detect nothing; ``--lively-init``
 gives seeded weights with varied outputs (for checks and benchmarks, see emo_mm.onnx_export.lively_init).
-``--deploy`` calls ``switch_to_deploy()`` on the backbone first. Two-stage detectors (Mask R-CNN) are not
-exported (a clear error says so).
+``--deploy`` calls ``switch_to_deploy()`` on the backbone first.
+
+Two-stage detectors (Mask R-CNN, Faster R-CNN: RPNHead + StandardRoIHead) export the same way, RPN, RoIAlign
+(opset 16's half-pixel mode), bbox head, NMS and mask head in the one graph (emo_mm.onnx_two_stage), with a
+third output ``masks`` (N, K, 28, 28): each detection's mask probabilities at RoI size; ``emo_mm.deploy``
+pastes them into the image (mmdet's bilinear paste, ``mask_thr_binary``). The check also compares the pasted
+masks of the matched detections pixel by pixel (>= 99.9% equal).
 """
 import argparse
 import os
@@ -102,6 +107,12 @@ def check_end_to_end(model, kind, out, images, batch_size):
             print(f'onnxruntime vs PyTorch predict at {where}: {o} / {n} detections, {m} matched (same label, '
                   f'box within 1e-3 relative; max rel diff {err:.1e}), {t} score ties (within 1e-5)')
             failed |= n != o or m + t < 0.98 * n or m < n / 2
+            if 'mask_pixels' in res[0] and m:  # Mask R-CNN: the matched detections' pasted masks
+                px, eq = sum(r['mask_pixels'] for r in res), sum(r['mask_equal'] for r in res)
+                worst = min(r['mask_min_equal'] for r in res)
+                print(f'  masks of the {m} matched detections: {100 * eq / max(px, 1):.4f}% of pasted pixels equal '
+                      f'(worst detection {100 * worst:.3f}%)')
+                failed |= eq < 0.999 * px
         else:
             n = sum(r['pixels'] for r in res)
             eq, tied = sum(r['equal'] for r in res) / n, sum(r['tied'] for r in res) / n
