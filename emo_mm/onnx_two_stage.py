@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import List
 
-import numpy as np
 import torch
 import torch.nn as nn
 
