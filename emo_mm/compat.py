@@ -17,6 +17,8 @@ Nothing here edits installed files; each fix is applied at run time and is the s
    over num_classes + 1, which is what the code does when ``loss_cls`` has no ``custom_cls_channels``,
    so ``SSDHead.loss_cls = None`` restores the intended behaviour. Applied when mmdet's ssd_head module
    is imported (or at once if it already is), so importing emo_mm does not import mmdet.
+4. mmcv's ``RoIAlign`` reads its input as contiguous NCHW memory: on channels-last maps (a deploy-mode EMO
+   backbone's FPN outputs) Mask R-CNN pooled wrong features. The input is made contiguous first.
 
 (mmseg's ``EncoderDecoder`` pushing ``model.pretrained`` into the backbone is handled by the backbones,
 which accept ``pretrained`` like mmseg's own.)
@@ -172,3 +174,28 @@ if _SSD_MODULE in sys.modules:
     _fix_ssd_head(sys.modules[_SSD_MODULE])
 else:
     sys.meta_path.insert(0, _AfterImport(_SSD_MODULE, _fix_ssd_head))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. mmcv RoIAlign on channels-last maps: its kernels index the input's memory as contiguous NCHW, so the
+# channels-last FPN maps of a deploy-mode EMO backbone gave wrong RoI features (Mask R-CNN detected other
+# boxes than the plain backbone); the input is made contiguous first (a no-op for NCHW maps).
+_ROI_ALIGN_MODULE = 'mmcv.ops.roi_align'
+
+
+def _fix_roi_align(module):
+    forward = module.RoIAlign.forward
+    if getattr(forward, '_emo_mm_contiguous', False):
+        return
+
+    def contiguous_forward(self, input, rois):
+        return forward(self, input.contiguous(), rois)
+
+    contiguous_forward._emo_mm_contiguous = True
+    module.RoIAlign.forward = contiguous_forward
+
+
+if _ROI_ALIGN_MODULE in sys.modules:
+    _fix_roi_align(sys.modules[_ROI_ALIGN_MODULE])
+else:
+    sys.meta_path.insert(0, _AfterImport(_ROI_ALIGN_MODULE, _fix_roi_align))

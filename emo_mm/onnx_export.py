@@ -143,6 +143,9 @@ def lively_init(model: nn.Module, seed: int = 0, probe_size: int = 128) -> nn.Mo
     """
     from .builder import model_kind
     g = torch.Generator().manual_seed(seed)
+    if getattr(model, 'roi_head', None) is not None:  # two-stage: see live_layer_scales
+        from .onnx_two_stage import live_layer_scales
+        live_layer_scales(model, g)
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -205,6 +208,19 @@ def _shape_hw(x: torch.Tensor) -> torch.Tensor:
     return shape[[3, 2, 3, 2]].to(torch.float32)
 
 
+def grid_priors(gen, level: int, feat: torch.Tensor) -> torch.Tensor:
+    """mmdet's ``single_level_grid_priors`` of anchor generator ``gen`` from the traced feature size
+    (row-major y, x, then anchor)."""
+    stride_w, stride_h = gen.strides[level]
+    base = gen.base_anchors[level].to(feat)
+    shift_x = torch.arange(feat.shape[3], device=feat.device).to(feat.dtype) * stride_w
+    shift_y = torch.arange(feat.shape[2], device=feat.device).to(feat.dtype) * stride_h
+    xx = shift_x[None, :] + shift_y[:, None] * 0
+    yy = shift_y[:, None] + shift_x[None, :] * 0
+    shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
+    return (shifts + base[None]).reshape(-1, 4)
+
+
 class DetectorEndToEnd(nn.Module):
     """Preprocessed images (N, 3, H, W) -> ``dets`` (N, K, 5: x1 y1 x2 y2 score), ``labels`` (N, K).
 
@@ -244,16 +260,7 @@ class DetectorEndToEnd(nn.Module):
         self.clip = bool(getattr(head.bbox_coder, 'clip_border', True))
 
     def _level_priors(self, level: int, feat: torch.Tensor) -> torch.Tensor:
-        """mmdet's ``single_level_grid_priors`` from the traced feature size (row-major y, x, then anchor)."""
-        gen = self.head.prior_generator
-        stride_w, stride_h = gen.strides[level]
-        base = gen.base_anchors[level].to(feat)
-        shift_x = torch.arange(feat.shape[3], device=feat.device).to(feat.dtype) * stride_w
-        shift_y = torch.arange(feat.shape[2], device=feat.device).to(feat.dtype) * stride_h
-        xx = shift_x[None, :] + shift_y[:, None] * 0
-        yy = shift_y[:, None] + shift_x[None, :] * 0
-        shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
-        return (shifts + base[None]).reshape(-1, 4)
+        return grid_priors(self.head.prior_generator, level, feat)
 
     def forward(self, x):
         head = self.head
@@ -375,7 +382,12 @@ class _UpsampleAnySize(nn.Module):
 
 
 def _exportable_twin(module: nn.Module) -> Optional[nn.Module]:
-    """The dynamic-size twin of a module whose forward freezes the input size when traced, else None."""
+    """The dynamic-size twin of a module whose forward freezes the input size when traced, or the
+    onnxruntime-friendly twin of an EMO block (:mod:`emo_mm.onnx_rewrites`), else None."""
+    from .onnx_rewrites import export_twin
+    twin = export_twin(module)
+    if twin is not None:
+        return twin
     if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size not in (1, (1, 1)):
         return _AdaptiveAvgPool2dAnySize(module.output_size)
     if type(module).__name__ == 'Upsample' and type(module).__module__.startswith('mmseg') and not module.size:
@@ -388,8 +400,8 @@ class _exportable_modules:
     mmseg's ``Upsample``) for their dynamic twins while exporting, and put the originals back afterwards."""
 
     def __init__(self, model: nn.Module):
-        self.swaps = [(parent, name, child, _exportable_twin(child)) for parent in model.modules()
-                      for name, child in parent.named_children() if _exportable_twin(child) is not None]
+        self.swaps = [(parent, name, child, twin) for parent in model.modules()
+                      for name, child in parent.named_children() if (twin := _exportable_twin(child)) is not None]
 
     def __enter__(self):
         for parent, name, _, twin in self.swaps:
@@ -402,6 +414,11 @@ class _exportable_modules:
 
 def end_to_end_module(model: nn.Module, kind: str, seg_output: str = 'seg') -> Tuple[nn.Module, List[str], dict]:
     """``(module, output names, dynamic axes of the outputs)`` of the exported graph of ``model``."""
+    if kind == 'detector' and getattr(model, 'roi_head', None) is not None:  # Faster / Mask R-CNN
+        from .onnx_two_stage import TwoStageEndToEnd
+        net = TwoStageEndToEnd(model)
+        names = ['dets', 'labels'] + (['masks'] if net.with_mask else [])
+        return net, names, {name: {0: 'batch'} for name in names}
     if kind == 'detector':
         return DetectorEndToEnd(model), ['dets', 'labels'], {'dets': {0: 'batch'}, 'labels': {0: 'batch'}}
     if kind == 'segmentor':
@@ -481,28 +498,105 @@ def match_detections(dets, labels, ref, rtol: float = 1e-3, score_tol: float = 1
     boxes, scores, labels = dets[keep, :4], dets[keep, 4], labels[keep]
     rb, rs, rl = (ref.bboxes.numpy(), ref.scores.numpy(), ref.labels.numpy())
     used = np.zeros(len(boxes), bool)
-    matched, box_err, score_err = 0, 0.0, 0.0
-    for b, s, l in zip(rb, rs, rl):
+    matched, box_err, score_err, pairs = 0, 0.0, 0.0, []
+    for r, (b, s, l) in enumerate(zip(rb, rs, rl)):
         err = np.abs(boxes - b).max(1) / np.maximum(np.abs(b).max(), 1.0)
         ok = np.nonzero((labels == l) & ~used & (err <= rtol))[0]
         if len(ok):
             j = ok[np.argmin(err[ok])]
             used[j] = True
             matched += 1
+            pairs.append((r, int(np.nonzero(keep)[0][j])))  # (reference row, ONNX row)
             box_err, score_err = max(box_err, float(err[j])), max(score_err, float(abs(scores[j] - s)))
     tied = 0
     for b, s, l in zip(rb, rs, rl):
         if not ((np.abs(boxes - b).max(1) / np.maximum(np.abs(b).max(), 1.0) <= rtol) & (labels == l)).any():
             tied += int((np.abs(scores - s) <= score_tol).any())
     return dict(onnx=int(keep.sum()), pytorch=len(rb), matched=matched, tied=tied, box_rel_err=box_err,
-                score_abs_err=score_err)
+                score_abs_err=score_err, pairs=pairs)
+
+
+def _box_iou(box, boxes):
+    """IoU of one x1y1x2y2 box with each row of ``boxes`` (numpy)."""
+    import numpy as np
+    lt, rb = np.maximum(boxes[:, :2], box[:2]), np.minimum(boxes[:, 2:], box[2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
+
+
+def unexplained_detections(dets, labels, ref, match: dict, iou_thr: float, max_dets: int,
+                           same_iou: float = 0.9, iou_tol: float = 1e-4) -> int:
+    """Detections of one image that differ between ONNX and PyTorch beyond an NMS tie; 0 = the check passes.
+
+    ``match`` is :func:`match_detections`' result: its pairs agree (same label, box within 1e-3). Any other
+    detection must come from an NMS tie, two candidates whose scores the runtimes order differently because
+    they agree to float32 rounding:
+
+    * the tie: an unmatched reference and an unmatched ONNX detection (one each) of the same label whose scores
+      agree within twice the largest score difference of the matched pairs (at least 1e-6), two different
+      candidates (IoU < ``same_iou``: above it, it is one candidate with a wrong box);
+    * or an IoU tie: a detection whose IoU with another of the same label in its list is ``iou_thr`` within
+      ``iou_tol`` (NMS suppresses it in one runtime and keeps it in the other);
+    * the cascade: a detection of the same label that overlaps a tied one with IoU > ``iou_thr``, which NMS
+      suppresses in one runtime and keeps in the other;
+    * the tail: where a list holds ``max_dets`` detections, the other side's cascade pushes as many of its
+      lowest-scored detections out, and its last place goes to any candidate (of any label) whose score ties
+      with the K-th.
+    """
+    import numpy as np
+    keep = labels >= 0
+    rows = np.nonzero(keep)[0]
+    ob, osc, ol = dets[keep, :4], dets[keep, 4], labels[keep]
+    rb, rs, rl = ref.bboxes.numpy(), ref.scores.numpy(), ref.labels.numpy()
+    onnx_pos = {int(row): i for i, row in enumerate(rows)}
+    ur = sorted(set(range(len(rb))) - {r for r, _ in match['pairs']}, key=lambda r: -rs[r])
+    uo = sorted(set(range(len(ob))) - {onnx_pos[o] for _, o in match['pairs']})
+    tol = max(2 * match['score_abs_err'], 1e-6)
+    tie_r, tie_o = [], []
+    for r in ur:
+        cands = [o for o in uo if o not in tie_o and ol[o] == rl[r] and abs(osc[o] - rs[r]) <= tol
+                 and _box_iou(rb[r], ob[o][None])[0] < same_iou]
+        if cands:
+            tie_r.append(r)
+            tie_o.append(min(cands, key=lambda o: abs(osc[o] - rs[r])))
+
+    def iou_tie(box, label, boxes, labels):  # NMS suppresses it in one runtime, not in the other
+        return bool((np.abs(_box_iou(box, boxes[labels == label]) - iou_thr) <= iou_tol).any())
+
+    iou_r = [r for r in ur if r not in tie_r and iou_tie(rb[r], rl[r], rb, rl)]
+    iou_o = [o for o in uo if o not in tie_o and iou_tie(ob[o], ol[o], ob, ol)]
+    roots = [(rb[r], rl[r]) for r in tie_r + iou_r] + [(ob[o], ol[o]) for o in tie_o + iou_o]
+
+    def cascade(box, label):
+        return any(lab == label and _box_iou(box, b[None])[0] > iou_thr for b, lab in roots)
+
+    left_r = [r for r in ur if r not in tie_r + iou_r and not cascade(rb[r], rl[r])]
+    left_o = [o for o in uo if o not in tie_o + iou_o and not cascade(ob[o], ol[o])]
+    extra_r = len(ur) - len(tie_r) - len(left_r)  # explained detections one side has and the other lacks
+    extra_o = len(uo) - len(tie_o) - len(left_o)
+    # both lists are sorted by score: the tail are the last rows, and the K-th place may go to any candidate
+    # whose score ties with the K-th score
+    if len(rb) >= max_dets:
+        left_r = [r for r in left_r if r < len(rb) - extra_o and rs[r] > rs.min() + tol]
+    if len(ob) >= max_dets:
+        left_o = [o for o in left_o if o < len(ob) - extra_r and osc[o] > osc.min() + tol]
+    return len(left_r) + len(left_o)
+
+
+def nms_settings(model: nn.Module) -> Tuple[float, int]:
+    """``(NMS IoU threshold, max_per_img)`` of a one-stage head or of a two-stage detector's RoI head."""
+    head = getattr(model, 'roi_head', None) or model.bbox_head
+    cfg = head.test_cfg
+    return float(cfg.nms.iou_threshold), int(cfg.max_per_img)
 
 
 def compare_end_to_end(model: nn.Module, kind: str, onnx_file: str, x: torch.Tensor,
                        threads: Optional[int] = None) -> List[dict]:
     """Run ``onnx_file`` in onnxruntime and the model's own ``predict`` on the preprocessed batch ``x``.
 
-    Detectors: :func:`match_detections` per image. Segmentors: ``dict(pixels, equal, tied)`` per image, the
+    Detectors: :func:`match_detections` per image, with ``unexplained`` (:func:`unexplained_detections`).
+    Segmentors: ``dict(pixels, equal, tied)`` per image, the
     ONNX class map against mmseg's ``pred_sem_seg`` (logits outputs are compared after their argmax).
     """
     import numpy as np
@@ -515,7 +609,13 @@ def compare_end_to_end(model: nn.Module, kind: str, onnx_file: str, x: torch.Ten
     outs = dict(zip(names, sess.run(None, {'input': x.numpy()})))
     ref = _pytorch_predict(model, kind, x)
     if kind == 'detector':
-        return [match_detections(d, l, r.pred_instances) for d, l, r in zip(outs['dets'], outs['labels'], ref)]
+        res = [match_detections(d, l, r.pred_instances) for d, l, r in zip(outs['dets'], outs['labels'], ref)]
+        for m, d, l, r in zip(res, outs['dets'], outs['labels'], ref):
+            m['unexplained'] = unexplained_detections(d, l, r.pred_instances, m, *nms_settings(model))
+        if 'masks' in outs:  # Mask R-CNN: pasted masks of the matched detections, pixel by pixel
+            from .onnx_two_stage import compare_masks
+            compare_masks(res, outs, ref, float(model.roi_head.test_cfg.mask_thr_binary))
+        return res
     seg = outs['seg'] if 'seg' in outs else outs['seg_logits'].argmax(1)
     res = []
     for s, r in zip(seg, ref):
