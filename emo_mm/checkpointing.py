@@ -30,9 +30,9 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size, is_distri
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.registry import HOOKS
 
 from .compat import load_local_checkpoint, zip_checkpoint_problem
+from .registry import register_hook, scoped
 
 TEMP_SUFFIX = '.partial'
 
@@ -171,7 +171,7 @@ def set_random_state(state):
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
-@HOOKS.register_module()
+@register_hook
 class RandomStateHook(Hook):
     """Saves each rank's random state in the checkpoints and restores it on resume (epoch-based loops).
 
@@ -226,5 +226,5 @@ def enable_exact_resume(cfg):
     if 'max_epochs' not in (cfg.get('train_cfg') or {}):
         return
     hooks = cfg.setdefault('custom_hooks', [])
-    if not any(h.get('type') == 'RandomStateHook' for h in hooks):
-        hooks.append(dict(type='RandomStateHook'))
+    if not any(h.get('type') in ('RandomStateHook', RandomStateHook, scoped(RandomStateHook)) for h in hooks):
+        hooks.append(dict(type=scoped(RandomStateHook)))

@@ -17,6 +17,8 @@ import sys
 from mmcv.transforms import BaseTransform
 from mmengine.registry import TRANSFORMS
 
+from .registry import register_transform, scoped
+
 # how far from the end of a JPEG the end-of-image marker may be (cameras append data after it)
 _JPEG_TAIL = 4096
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -50,7 +52,7 @@ def _source_paths(results):
             if isinstance(results.get(key), str) and '://' not in results[key]]
 
 
-@TRANSFORMS.register_module()
+@register_transform
 class CheckedLoading(BaseTransform):
     """Runs a loading transform (``transform``) after checking the files it reads; see the module doc."""
 
@@ -91,7 +93,7 @@ def _type_name(transform_cfg):
 def _guard(pipeline):
     for i, step in enumerate(pipeline):
         if isinstance(step, dict) and _type_name(step).startswith('Load') and _type_name(step) != 'CheckedLoading':
-            pipeline[i] = dict(type='CheckedLoading', transform=step)
+            pipeline[i] = dict(type=scoped(CheckedLoading), transform=step)
 
 
 def guard_pipelines(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')):

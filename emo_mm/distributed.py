@@ -16,9 +16,10 @@ when the launcher is ``none`` or there is a GPU; ``emo_mm.launch`` has already c
 import torch
 import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
-from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .registry import register_model_wrapper, scoped
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):
@@ -109,7 +110,7 @@ def use_cpu_sync_batchnorm(module):
     return count
 
 
-@MODEL_WRAPPERS.register_module()
+@register_model_wrapper
 class CPUDistributedDataParallel(MMDistributedDataParallel):
     """``MMDistributedDataParallel`` for CPU processes: no ``device_ids``, SyncBN over gloo."""
 
@@ -136,5 +137,5 @@ def setup_cpu_distributed(cfg):
         dist.init_process_group(backend='gloo', **dist_cfg)
     if cfg.get('model_wrapper_cfg') is None:
         # the settings of mmengine's default wrapper
-        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel', broadcast_buffers=False,
+        cfg.model_wrapper_cfg = dict(type=scoped(CPUDistributedDataParallel), broadcast_buffers=False,
                                      find_unused_parameters=cfg.get('find_unused_parameters', False))

@@ -1,0 +1,81 @@
+"""The hook, transform and model wrapper that tools/train.py writes into a run's config rebuild from a stock
+tool's registries without ``custom_imports`` (the ``emo_mm`` scope is imported on demand, like ``emo_mm.EMO``)."""
+import subprocess
+import sys
+import textwrap
+
+import torch
+from mmengine.config import Config
+
+from emo_mm.checkpointing import enable_exact_resume
+from emo_mm.data_checks import guard_pipelines
+from emo_mm.distributed import setup_cpu_distributed
+
+from .conftest import ROOT
+
+# a config per codebase whose pipelines load images (and, for det / seg, annotations)
+CONFIGS = {'mmdet': 'configs/det/ssdlite_emo_1m.py', 'mmseg': 'configs/seg/deeplabv3_emo_1m.py',
+           'mmpretrain': 'configs/cls/emo_1m_8xb256_in1k.py'}
+
+
+def _dump_as_train_py_does(config, path, monkeypatch):
+    """The config as tools/train.py dumps it for a CPU multi-process run (launcher pytorch, no GPU)."""
+    cfg = Config.fromfile(ROOT / config)
+    cfg.launcher = 'pytorch'
+    enable_exact_resume(cfg)
+    guard_pipelines(cfg)
+    # only the config edit of setup_cpu_distributed is wanted here, not a process group
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    setup_cpu_distributed(cfg)
+    cfg.dump(str(path))
+    return path
+
+
+def test_dumped_config_rebuilds_in_stock_registries_without_importing_emo_mm(tmp_path, monkeypatch):
+    dumped = {codebase: str(_dump_as_train_py_does(config, tmp_path / f'{codebase}.py', monkeypatch))
+              for codebase, config in CONFIGS.items()}
+    missing_image = str(tmp_path / 'missing.jpg')
+    image = str(ROOT / 'data' / 'mini' / 'coco' / 'val2017' / '000000100001.jpg')
+    code = f'''
+        import sys
+        from mmengine.config import Config
+        from mmengine.registry import init_default_scope
+        registries = {{c: __import__(c + '.registry', fromlist=['HOOKS']) for c in {list(dumped)!r}}}
+        configs = {{c: Config.fromfile(path) for c, path in {dumped!r}.items()}}
+        assert 'emo_mm' not in sys.modules
+        for codebase, cfg in configs.items():
+            registry = registries[codebase]
+            init_default_scope(cfg.default_scope)
+            # the Runner takes 'priority' off before building a hook
+            hooks = [registry.HOOKS.build({{k: v for k, v in h.items() if k != 'priority'}})
+                     for h in cfg.get('custom_hooks', [])]
+            loading = [registry.TRANSFORMS.build(t) for t in cfg.val_dataloader.dataset.pipeline[:1]]
+            wrapper = registry.MODEL_WRAPPERS.get(cfg.model_wrapper_cfg.type)
+            out = loading[0](dict(img_path={image!r}))
+            try:
+                loading[0](dict(img_path={missing_image!r}))
+                verdict = 'loaded'
+            except Exception as err:
+                verdict = type(err).__name__ + ':' + str(err).split(':')[-1].strip().replace(' ', '_')
+            print(codebase, [type(h).__name__ for h in hooks].count('RandomStateHook'), type(loading[0]).__name__,
+                  type(loading[0].loader).__name__, wrapper.__name__, out['img'].shape[2], verdict)
+    '''
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split()[0]: line.split(' ', 1)[1] for line in proc.stdout.splitlines()}
+    # the seg config is iteration-based: no exact-resume hook there (emo_mm.checkpointing says why)
+    for codebase, resume_hooks in (('mmdet', 1), ('mmseg', 0), ('mmpretrain', 1)):
+        assert rows[codebase] == (f"{resume_hooks} CheckedLoading LoadImageFromFile "
+                                  "CPUDistributedDataParallel 3 BadDataError:file_not_found"), rows
+
+
+def test_exact_resume_hook_is_added_once_also_next_to_an_old_bare_name():
+    cfg = Config(dict(train_cfg=dict(max_epochs=2), custom_hooks=[dict(type='RandomStateHook')]))
+    enable_exact_resume(cfg)
+    assert [h['type'] for h in cfg.custom_hooks] == ['RandomStateHook']
+    cfg = Config(dict(train_cfg=dict(max_epochs=2)))
+    enable_exact_resume(cfg)
+    enable_exact_resume(cfg)
+    assert [h['type'] for h in cfg.custom_hooks] == ['emo_mm.RandomStateHook']
