@@ -212,3 +212,30 @@ def test_detection_verdict_allows_nms_ties_only():
     assert _verdict([a, f, d, e], [a, d, e]) == (3, 0)  # kept by one runtime's NMS, not the other's
     assert _verdict([a, (17, 10, 57, 50, .5, 3), d, e], [a, d, e]) == (3, 1)  # IoU 0.7: no tie
     assert _verdict([(10, 18, 50, 58, .61, 3), d, e], [a, d, e]) == (2, 2)  # scores too far apart for a tie
+
+
+@pytest.mark.parametrize('attn_pre', [True, False], ids=['attn_pre', 'v_first'])
+def test_onnx_attention_twin_equals_block(attn_pre):
+    """emo_mm.onnx_rewrites' export twin of an EMO attention block computes what the block computes (plain
+    and deploy, map a multiple of the window and not), and the end-to-end export swaps it in."""
+    from emo_mm.models.backbones import EMO
+    from emo_mm.onnx_rewrites import WindowAttentionIRMB, as_traced, export_twin
+    torch.manual_seed(0)
+    arch, blocks = ('1m', 7 + 2) if attn_pre else ('2m', 8 + 2)  # EMO-1M's stage 4 needs attn_pre (588 / 8 heads)
+    net = onnx_export.lively_init(EMO(arch, out_indices=(3, 4), attn_pre=attn_pre, window_size=7), probe_size=64)
+    for deploy in (False, True):
+        if deploy:
+            net.switch_to_deploy()
+        for block in (net.stage3[1], net.stage4[2]):
+            twin = export_twin(block)
+            assert isinstance(twin, WindowAttentionIRMB)
+            for hw in ((14, 21), (9, 12)):
+                x = torch.randn(2, block.qk.conv.in_channels, *hw)
+                with torch.no_grad():
+                    ref, got = block(x), twin(x)
+                assert (got - ref).abs().max() <= 1e-5 * ref.abs().max(), (deploy, hw)
+    assert export_twin(net.stage3[0]) is None  # no attention: exported as it is
+    with as_traced():
+        assert export_twin(net.stage3[1]) is None
+    swapped = [t for *_, t in onnx_export._exportable_modules(net).swaps if isinstance(t, WindowAttentionIRMB)]
+    assert len(swapped) == blocks  # every attention block of stages 3 and 4

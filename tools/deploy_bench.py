@@ -193,7 +193,8 @@ def main(argv=None):
     for r, batch, rate, (ratio, lo, hi) in rows:
         print(f'| {r["name"]} | {r["mode"]} | {r["runtime"]} | {batch} | {r["params"]:.2f} | {r["flops"]:.2f} '
               f'| {rate:.1f} | {ratio:.2f} | {lo:.2f}-{hi:.2f} |')
-    print(f'\n{len(rows)} rows in {time.time() - t_start:.0f} s (inputs {", ".join(sorted({str(r["hw"]) for r in runs}))})')
+    inputs = ', '.join(sorted({str(r['hw']) for r in runs}))
+    print(f'\n{len(rows)} rows in {time.time() - t_start:.0f} s (inputs {inputs})')
 
 
 if __name__ == '__main__':
