@@ -90,25 +90,35 @@ def _type_name(transform_cfg):
     return (t if isinstance(t, str) else getattr(t, '__name__', '')).split('.')[-1]
 
 
-def _guard(pipeline):
-    for i, step in enumerate(pipeline):
-        if isinstance(step, dict) and _type_name(step).startswith('Load') and _type_name(step) != 'CheckedLoading':
-            pipeline[i] = dict(type=scoped(CheckedLoading), transform=step)
+def _is_checked(step):
+    return isinstance(step, dict) and _type_name(step) == CheckedLoading.__name__
 
 
-def guard_pipelines(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')):
-    """Wrap every ``Load*`` transform of the datasets in ``loaders`` in :class:`CheckedLoading`, in place."""
+def _pipelines(cfg, loaders):
+    """Every pipeline list of the datasets in ``loaders``, each once."""
     from .preflight import leaf_datasets
     for name in loaders:
         loader = cfg.get(name)
         if not loader:
             continue
-        for ds in leaf_datasets(loader['dataset']):
-            if isinstance(ds.get('pipeline'), list):
-                _guard(ds['pipeline'])
         # wrappers (MultiImageMixDataset, ...) can have a pipeline of their own
-        if isinstance(loader['dataset'].get('pipeline'), list):
-            _guard(loader['dataset']['pipeline'])
+        datasets = [*leaf_datasets(loader['dataset']), loader['dataset']]
+        pipelines = [ds['pipeline'] for ds in datasets if isinstance(ds.get('pipeline'), list)]
+        yield from {id(p): p for p in pipelines}.values()
+
+
+def guard_pipelines(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')):
+    """Wrap every ``Load*`` transform of the datasets in ``loaders`` in :class:`CheckedLoading`, in place."""
+    for pipeline in _pipelines(cfg, loaders):
+        for i, step in enumerate(pipeline):
+            if isinstance(step, dict) and _type_name(step).startswith('Load') and not _is_checked(step):
+                pipeline[i] = dict(type=scoped(CheckedLoading), transform=step)
+
+
+def unguard_pipelines(cfg, loaders=('test_dataloader',)):
+    """Undo :func:`guard_pipelines` in place: the inferencers look for the bare ``LoadImageFromFile``."""
+    for pipeline in _pipelines(cfg, loaders):
+        pipeline[:] = [step['transform'] if _is_checked(step) else step for step in pipeline]
 
 
 def annotation_problem(path, dataset_type=''):

@@ -137,6 +137,7 @@ def build_inferencer(config, checkpoint: Optional[str], device: Optional[str] = 
     from mmengine.config import Config
 
     import emo_mm  # noqa: F401  (models, torch.load allow-list, SSDHead fix)
+    from .data_checks import unguard_pipelines
     if isinstance(config, str) and config.endswith('.onnx'):  # tools/export_onnx.py output: onnxruntime
         from .deploy import OnnxInferencer
         inferencer = OnnxInferencer(config)
@@ -152,6 +153,8 @@ def build_inferencer(config, checkpoint: Optional[str], device: Optional[str] = 
     if mini:
         from .mini import apply_mini
         apply_mini(cfg, codebase)
+    # a config dumped by tools/test.py has its loading steps wrapped in CheckedLoading
+    unguard_pipelines(cfg)
     # The inferencer loads the full checkpoint; the backbone's ImageNet file is not needed for that.
     _drop_pretrained(cfg.model)
     if device is None:

@@ -79,3 +79,20 @@ def test_exact_resume_hook_is_added_once_also_next_to_an_old_bare_name():
     enable_exact_resume(cfg)
     enable_exact_resume(cfg)
     assert [h['type'] for h in cfg.custom_hooks] == ['emo_mm.RandomStateHook']
+
+
+def test_inference_unwraps_the_checked_loading_of_a_dumped_test_config():
+    """tools/test.py wraps the test pipeline's loaders; the inferencers need the bare LoadImageFromFile back."""
+    from emo_mm.data_checks import unguard_pipelines
+    cfg = Config.fromfile(ROOT / CONFIGS['mmdet'])
+    original = [dict(step) for step in cfg.test_dataloader.dataset.pipeline]
+    guard_pipelines(cfg, ('test_dataloader',))
+    guard_pipelines(cfg, ('test_dataloader',))  # twice: still one wrapper per loading step
+    guarded = cfg.test_dataloader.dataset.pipeline
+    loading = [i for i, s in enumerate(original) if s['type'].split('.')[-1].startswith('Load')]
+    assert len(loading) == 2  # LoadImageFromFile, LoadAnnotations
+    assert [s['type'] for s in guarded] == [
+        'emo_mm.CheckedLoading' if i in loading else s['type'] for i, s in enumerate(original)]
+    assert [guarded[i]['transform'] for i in loading] == [original[i] for i in loading]
+    unguard_pipelines(cfg)
+    assert [dict(step) for step in cfg.test_dataloader.dataset.pipeline] == original

@@ -11,7 +11,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import emo_mm  # noqa: F401  (registers models, activates the compatibility layer)
 from emo_mm.codebase import configure_seg_out, enable_dump, enable_show_dir
-from emo_mm.data_checks import exit_on_bad_data
+from emo_mm.data_checks import exit_on_bad_data, guard_pipelines
 from emo_mm.distributed import setup_cpu_distributed
 from emo_mm.launch import add_common_args, build_runner, prepare_config
 
@@ -31,6 +31,7 @@ def main():
     cfg, codebase = prepare_config(args, 'tools/test.py', ('test_dataloader',))
     cfg.load_from = args.checkpoint
     setup_cpu_distributed(cfg)
+    guard_pipelines(cfg, ('test_dataloader',))
     if args.show_dir:
         enable_show_dir(cfg, codebase, args.show_dir)
     if args.out and codebase == 'mmseg':

@@ -46,7 +46,7 @@ def main():
             raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
     setup_cpu_distributed(cfg)
-    # not the test pipeline: inferencers look for LoadImageFromFile in it (dumped config)
+    # the loaders this run reads (tools/test.py guards the test pipeline when it runs)
     guard_pipelines(cfg, ('train_dataloader', 'val_dataloader'))
     enable_atomic_checkpoints()
     enable_exact_resume(cfg)
