@@ -12,6 +12,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from .codebase import codebase_of
+from .compat import zip_checkpoint_problem
 from .mini import MINI_ROOT, apply_mini
 from .preflight import PreflightError, check
 
@@ -82,6 +83,16 @@ def prepare_config(args, tool, loaders):
     except PreflightError as err:
         sys.exit(str(err))
     return cfg, codebase
+
+
+def exit_if_checkpoint_unusable(path, option):
+    """Stop with one line, before anything is built, if the local checkpoint given as ``option`` is missing
+    or damaged (mmengine would raise from deep inside the runner, after building the model and data)."""
+    if '://' in path:  # http(s), s3 ...: mmengine's own loaders
+        return
+    problem = 'file not found' if not osp.isfile(path) else zip_checkpoint_problem(path)
+    if problem:
+        sys.exit(f'{option} {path}: {problem}')
 
 
 def build_runner(cfg):

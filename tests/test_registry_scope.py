@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from mmengine.config import Config
 
@@ -96,3 +97,19 @@ def test_inference_unwraps_the_checked_loading_of_a_dumped_test_config():
     assert [guarded[i]['transform'] for i in loading] == [original[i] for i in loading]
     unguard_pipelines(cfg)
     assert [dict(step) for step in cfg.test_dataloader.dataset.pipeline] == original
+
+
+def test_checkpoint_argument_is_checked_before_anything_is_built(tmp_path):
+    """tools/test.py CKPT and tools/train.py --resume CKPT: one line naming the file, not a runner traceback."""
+    from emo_mm.launch import exit_if_checkpoint_unusable
+    good = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {'w': torch.ones(1000)}}, good)
+    exit_if_checkpoint_unusable(str(good), 'checkpoint')
+    exit_if_checkpoint_unusable('https://example.org/missing.pth', 'checkpoint')  # mmengine downloads those
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(good.read_bytes()[:2000])
+    for path, option, problem in ((tmp_path / 'missing.pth', 'checkpoint', 'file not found'),
+                                  (cut, '--resume', 'truncated zip (no central directory)')):
+        with pytest.raises(SystemExit) as exit_:
+            exit_if_checkpoint_unusable(str(path), option)
+        assert exit_.value.code == f'{option} {path}: {problem}'

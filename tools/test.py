@@ -13,7 +13,7 @@ import emo_mm  # noqa: F401  (registers models, activates the compatibility laye
 from emo_mm.codebase import configure_seg_out, enable_dump, enable_show_dir
 from emo_mm.data_checks import exit_on_bad_data, guard_pipelines
 from emo_mm.distributed import setup_cpu_distributed
-from emo_mm.launch import add_common_args, build_runner, prepare_config
+from emo_mm.launch import add_common_args, build_runner, exit_if_checkpoint_unusable, prepare_config
 
 
 def parse_args():
@@ -29,6 +29,7 @@ def parse_args():
 def main():
     args = parse_args()
     cfg, codebase = prepare_config(args, 'tools/test.py', ('test_dataloader',))
+    exit_if_checkpoint_unusable(args.checkpoint, 'checkpoint')
     cfg.load_from = args.checkpoint
     setup_cpu_distributed(cfg)
     guard_pipelines(cfg, ('test_dataloader',))

@@ -20,7 +20,7 @@ from emo_mm.checkpointing import (enable_atomic_checkpoints, enable_exact_resume
 from emo_mm.compat import CheckpointError
 from emo_mm.data_checks import exit_on_bad_data, guard_pipelines
 from emo_mm.distributed import setup_cpu_distributed
-from emo_mm.launch import add_common_args, build_runner, prepare_config
+from emo_mm.launch import add_common_args, build_runner, exit_if_checkpoint_unusable, prepare_config
 
 
 def parse_args():
@@ -55,6 +55,7 @@ def main():
         cfg.load_from = find_resumable_checkpoint(cfg.work_dir)
         cfg.resume = cfg.load_from is not None  # nothing complete to resume from: start from scratch
     elif args.resume is not None:
+        exit_if_checkpoint_unusable(args.resume, '--resume')
         cfg.resume, cfg.load_from = True, args.resume
     try:
         keep_seed_of_resumed_run(cfg)
