@@ -115,7 +115,8 @@ def find_resumable_checkpoint(work_dir):
 
     ``last_checkpoint`` wins if it names a complete file. Otherwise (a file truncated by a crash of a
     non-atomic writer, deleted by ``max_keep_ckpts``, or ``last_checkpoint`` itself cut short) the newest
-    complete ``*.pth`` in ``work_dir`` is used; every file passed over is named in a warning.
+    complete ``*.pth`` in ``work_dir`` (not ``best_*.pth``) is used; every file passed over is named in a
+    warning.
     """
     candidates = []
     pointer = osp.join(work_dir, 'last_checkpoint')
@@ -127,8 +128,10 @@ def find_resumable_checkpoint(work_dir):
         else:
             print_log(f'{pointer} is empty (interrupted write); looking for checkpoints in {work_dir}',
                       logger='current', level=logging.WARNING)
-    others = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=lambda p: (_step_of(p), osp.getmtime(p)),
-                    reverse=True)
+    # best_*.pth (CheckpointHook save_best) hold no optimizer / scheduler state: resuming from one would
+    # restart AdamW and the LR schedule without a word
+    others = sorted((p for p in glob.glob(osp.join(work_dir, '*.pth')) if not osp.basename(p).startswith('best_')),
+                    key=lambda p: (_step_of(p), osp.getmtime(p)), reverse=True)
     candidates += [p for p in others if not candidates or osp.abspath(p) != osp.abspath(candidates[0])]
     for path in candidates:
         problem = checkpoint_problem(path)

@@ -1,5 +1,9 @@
 """The hook, transform and model wrapper that tools/train.py writes into a run's config rebuild from a stock
-tool's registries without ``custom_imports`` (the ``emo_mm`` scope is imported on demand, like ``emo_mm.EMO``)."""
+tool's registries without ``custom_imports`` (the ``emo_mm`` scope is imported on demand, like ``emo_mm.EMO``).
+
+Also the review fixes around the tools' inputs: dumped test pipelines unwrapped for the inferencers, checkpoint
+arguments checked before anything is built, ``--resume`` never falling back to a ``best_*.pth``."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -113,3 +117,13 @@ def test_checkpoint_argument_is_checked_before_anything_is_built(tmp_path):
         with pytest.raises(SystemExit) as exit_:
             exit_if_checkpoint_unusable(str(path), option)
         assert exit_.value.code == f'{option} {path}: {problem}'
+
+
+def test_resume_fallback_skips_best_checkpoints(tmp_path):
+    """A best_*.pth (no optimizer, no schedulers) newer than the epoch checkpoint of its epoch is not resumed."""
+    from emo_mm.checkpointing import find_resumable_checkpoint
+    for i, name in enumerate(('epoch_2.pth', 'best_accuracy_top1_epoch_2.pth', 'epoch_3.pth')):
+        torch.save({'meta': {'epoch': 2}}, tmp_path / name)
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    (tmp_path / 'epoch_3.pth').write_bytes(b'PK\x03\x04 cut short')
+    assert find_resumable_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
