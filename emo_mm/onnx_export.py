@@ -629,3 +629,35 @@ def compare_end_to_end(model: nn.Module, kind: str, onnx_file: str, x: torch.Ten
         tied = (s != r) & (np.abs(top - other) <= 1e-4 * np.maximum(np.abs(top), 1.0))
         res.append(dict(pixels=int(r.size), equal=int((s == r).sum()), tied=int(tied.sum())))
     return res
+
+
+def disagreements(kind: str, res: List[dict]) -> List[str]:
+    """Why :func:`compare_end_to_end`'s result ``res`` fails the export check; empty when it passes.
+
+    Detectors: the same number of detections per image, and no detection that differs (label, box within
+    1e-3 relative) other than through an NMS tie (:func:`unexplained_detections`); ties are rare, so at
+    least 97% must match outright. Mask R-CNN also: >= 99.9% of the matched detections' pasted mask pixels
+    equal (each detection >= 99%). Segmentors: >= 99.9% of the pixels equal outright.
+    """
+    bad = []
+    if kind == 'detector':
+        n, m = sum(r['pytorch'] for r in res), sum(r['matched'] for r in res)
+        counts = [r['onnx'] for r in res], [r['pytorch'] for r in res]
+        if counts[0] != counts[1]:
+            bad.append(f'detections per image: onnxruntime {counts[0]}, PyTorch {counts[1]}')
+        unexplained = sum(r['unexplained'] for r in res)
+        if unexplained:
+            bad.append(f'{unexplained} detections differ other than through an NMS tie')
+        if m < 0.97 * n:
+            bad.append(f'{m} of {n} detections match outright (< 97%)')
+        if res and 'mask_pixels' in res[0]:
+            px, eq = sum(r['mask_pixels'] for r in res), sum(r['mask_equal'] for r in res)
+            worst = min(r['mask_min_equal'] for r in res)
+            if eq < 0.999 * px or worst < 0.99:
+                bad.append(f'pasted masks: {100 * eq / max(px, 1):.3f}% of pixels equal (< 99.9%), worst '
+                           f'detection {100 * worst:.2f}% (< 99%)')
+    else:
+        n, eq = sum(r['pixels'] for r in res), sum(r['equal'] for r in res)
+        if eq < 0.999 * n:
+            bad.append(f'{100 * eq / n:.3f}% of pixels equal (< 99.9%)')
+    return bad

@@ -348,7 +348,9 @@ def same(a, b):
         return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and (a == b if not hasattr(a, '__dict__') else True)
+    if hasattr(a, '__dict__'):  # e.g. mmengine's HistoryBuffer: equal when all its attributes are
+        return type(a) is type(b) and same(vars(a), vars(b))
+    return type(a) is type(b) and a == b
 
 
 with open(report, 'w') as rep:

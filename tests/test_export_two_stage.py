@@ -52,14 +52,10 @@ def _batch(cfg, model, imgs, hw):
 
 
 def _assert_same(res):
-    n = sum(r['pytorch'] for r in res)
-    assert n > 0, 'PyTorch predicts no detections: the comparison would be empty'
-    assert sum(r['onnx'] for r in res) == n, res
-    matched = sum(r['matched'] for r in res)
-    assert matched + sum(r['tied'] for r in res) >= 0.98 * n and matched >= 0.9 * n, res
-    assert max(r['box_rel_err'] for r in res) <= 1e-3, res
-    assert sum(r['mask_equal'] for r in res) >= 0.999 * sum(r['mask_pixels'] for r in res), res
-    assert min(r['mask_min_equal'] for r in res) >= 0.99, res
+    """tools/export_onnx.py's check (emo_mm.onnx_export.disagreements): the same detections but for NMS ties,
+    and the matched detections' pasted masks >= 99.9% equal (each >= 99%)."""
+    assert sum(r['pytorch'] for r in res) > 0, 'PyTorch predicts no detections: the comparison would be empty'
+    assert not onnx_export.disagreements('detector', res), (onnx_export.disagreements('detector', res), res)
 
 
 @pytest.fixture(scope='module')
