@@ -492,7 +492,8 @@ def match_detections(dets, labels, ref, rtol: float = 1e-3, score_tol: float = 1
     within ``rtol`` relative (of max(|coordinate|, 1)). A reference box left over is ``tied`` when an
     ONNX box has its score within ``score_tol``: candidates whose scores agree to float32 rounding (seeded
     weights give many on uniform image regions) are ordered, kept or suppressed by NMS and cut by the
-    top-K either way (at the K-th place, a box of another class can take its place). Returns the counts and the worst differences of the matched pairs."""
+    top-K either way (at the K-th place, a box of another class can take its place). Returns the counts and
+    the worst differences of the matched pairs."""
     import numpy as np
     keep = labels >= 0
     boxes, scores, labels = dets[keep, :4], dets[keep, 4], labels[keep]

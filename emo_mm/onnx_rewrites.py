@@ -95,9 +95,8 @@ class WindowAttentionIRMB(nn.Module):
 
     def _windows(self, m, n1, n2, d, parts=1):
         """(B, ws*n1, ws*n2, parts*heads*d) -> (parts, B*n1*n2, heads, ws*ws, d) (no parts axis for one part):
-        'remote' windows (a window holds
-        every n1-th row and n2-th column), one Reshape + Transpose that moves runs of d values. Widths are
-        Python ints, so that only n1, n2 are shape arithmetic in a dynamic graph."""
+        'remote' windows (a window holds every n1-th row and n2-th column), one Reshape + Transpose that moves
+        runs of d values. Widths are Python ints, so that only n1, n2 are shape arithmetic in a dynamic graph."""
         ws = self.window
         m = m.reshape(-1, ws, n1, ws, n2, parts, self.heads, d).permute(5, 0, 2, 4, 6, 1, 3, 7)
         return m.reshape(-1, self.heads, ws * ws, d) if parts == 1 else m.reshape(parts, -1, self.heads, ws * ws, d)

@@ -18,8 +18,8 @@ optimizer), AdamW lr 1e-3 with a 30-iteration warm-up, ``RandomFlip`` off, 250 i
 classification up (AdamW lr 1e-3 with 5 warm-up iterations: loss_cls 1.1 -> 4.7 at iteration 10-13), and
 below ~5e-4 it fits slowly (lr 3e-4: mAP 0.13 after 150 iterations). Measured (seed 0, 2 threads, flip off,
 lr 1e-3, warm-up 30): 0.27 after 150 iterations, 0.72 after 200 (one thread), 0.70 (AP50 0.96) after 250
-(141 s); the fit comes once the cosine has lowered the rate, hence the 250. SGD (lr 0.01-0.05, momentum 0.9) barely moved
-the focal loss in 60 iterations (1.13 -> 1.04).
+(141 s); the fit comes once the cosine has lowered the rate, hence the 250. SGD (lr 0.01-0.05, momentum
+0.9) barely moved the focal loss in 60 iterations (1.13 -> 1.04).
 
 The fitted SSDLite and DeepLabv3 runs are shared (:func:`learning_run`, once per session): tests/test_infer_results.py
 draws and tabulates the SSDLite checkpoint, tests/test_seg.py evaluates the DeepLabv3 one with tools/test.py.
@@ -34,8 +34,8 @@ configs'. What differs from the configs' recipes, and why:
   (``min_crop_size=1``: the only crop it can draw is the whole image), ``PhotoMetricDistortion`` off. The
   mini classes are told apart by colour: with the distortion's hue shifts SSDLite was at mAP 0.06 after 80
   iterations and 0.15 after 300 (batch 4); without them 0.84 after 150. DeepLabv3: ``PhotoMetricDistortion``
-  off (hue +-1, mmseg's cannot take 0). RetinaNet: ``RandomFlip`` off. Classifier: ``RandomResizedCrop`` scale 0.35-1 (not 0.08-1) and
-  ``RandAugment`` magnitude 5 (not 9);
+  off (hue +-1, mmseg's cannot take 0). RetinaNet: ``RandomFlip`` off. Classifier: ``RandomResizedCrop``
+  scale 0.35-1 (not 0.08-1) and ``RandAugment`` magnitude 5 (not 9);
 * classifier: the EMA of the weights (decay 0.9998, an average over ~5000 iterations) is shortened to decay
   0.9, else the evaluated EMA weights would still be the initial ones after 80 iterations.
 

@@ -106,7 +106,8 @@ def check_end_to_end(model, kind, out, images, batch_size):
             err = max(r['box_rel_err'] for r in res)
             u = sum(r['unexplained'] for r in res)
             print(f'onnxruntime vs PyTorch predict at {where}: {o} / {n} detections, {m} matched (same label, '
-                  f'box within 1e-3 relative; max rel diff {err:.1e}), {n - m} unmatched, {u} of them not explained by an NMS tie')
+                  f'box within 1e-3 relative; max rel diff {err:.1e}), {n - m} unmatched, {u} of them not '
+                  f'explained by an NMS tie')
             if 'mask_pixels' in res[0] and m:  # Mask R-CNN: the matched detections' pasted masks
                 px, eq = sum(r['mask_pixels'] for r in res), sum(r['mask_equal'] for r in res)
                 worst = min(r['mask_min_equal'] for r in res)
