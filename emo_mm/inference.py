@@ -38,6 +38,7 @@ class InferResult:
     converted: Optional[str] = None  # e.g. 'grayscale -> BGR'
     num_instances: Optional[int] = None  # detectors: boxes drawn (score >= thr)
     num_masks: Optional[int] = None  # instance segmentors (Mask R-CNN): non-empty masks drawn with them
+    mask_pixels: Optional[int] = None  # instance segmentors: image pixels that the drawn masks cover
     labels: List[str] = field(default_factory=list)  # detectors: names drawn; segmentors: classes present
 
 
@@ -231,6 +232,7 @@ def infer(config, checkpoint: Optional[str], images: Sequence[str], out_dir: str
             res.num_instances = int(keep.sum())
             if 'masks' in inst:  # mmdet's visualizer fills each kept instance's mask in its box colour
                 res.num_masks = int(inst.masks[keep].flatten(1).any(1).sum())
+                res.mask_pixels = int(inst.masks[keep].any(0).sum())
             res.labels = [classes[i] if i < len(classes) else str(i) for i in inst.labels[keep].tolist()]
             inferencer.visualizer.add_datasample(name, rgb, pred, draw_gt=False, draw_pred=True,
                                                  pred_score_thr=score_thr, out_file=out_file)

@@ -281,14 +281,16 @@ def test_infer_draws_instance_masks(mask_rcnn_mini, tmp_path):
     cfg = Config.fromfile(str(ROOT / MASK_CFG))
     cfg.model.test_cfg.rcnn.score_thr = 0.  # a 1-iteration model's class scores are all near 1 / 81
     cfg.merge_from_dict(MASK_RCNN_FEWER_ROIS)
-    pictures = {}
+    pictures, covered = {}, {}
     for tag, bias in (('full', 20.), ('empty', -20.)):
         ckpt = _with_mask_bias(mask_rcnn_mini / 'epoch_1.pth', tmp_path / f'{tag}.pth', bias)
         res, = infer(cfg, str(ckpt), [str(image)], out_dir=str(tmp_path / tag), score_thr=0., mini=True)
         assert res.num_instances > 0
         assert res.num_masks == (res.num_instances if bias > 0 else 0), (res.num_masks, res.num_instances)
         pictures[tag] = cv2.imread(res.out_file).astype(np.float32)
-    # boxes and labels are the same in both; the mask fill (alpha 0.8, box colours) recolours the pixels
-    # of the 20 kept boxes, 10% of this picture (without mask drawing: 0%)
+        covered[bias] = res.mask_pixels
+    # boxes and labels are the same in both; the mask fill (alpha 0.8, box colours) recolours the pixels that
+    # the full masks cover (each full mask is its box; without mask drawing nothing would change)
     diff = np.abs(pictures['full'] - pictures['empty']).max(axis=2)
-    assert (diff > 30).mean() > 0.05, (diff > 30).mean()
+    assert covered[20.] > 0 and covered[-20.] == 0, covered
+    assert (diff > 30).sum() >= 0.5 * covered[20.], ((diff > 30).sum(), covered)
