@@ -486,14 +486,11 @@ def _pytorch_predict(model: nn.Module, kind: str, x: torch.Tensor):
         return model.predict(x, samples) if kind == 'segmentor' else model.predict(x, samples, rescale=False)
 
 
-def match_detections(dets, labels, ref, rtol: float = 1e-3, score_tol: float = 1e-5) -> dict:
+def match_detections(dets, labels, ref, rtol: float = 1e-3) -> dict:
     """Match one image's ONNX detections (``dets`` (K, 5), ``labels`` (K,), padding label -1) to mmdet's
     ``ref`` InstanceData: each reference box to an unused ONNX box of the same label whose coordinates agree
-    within ``rtol`` relative (of max(|coordinate|, 1)). A reference box left over is ``tied`` when an
-    ONNX box has its score within ``score_tol``: candidates whose scores agree to float32 rounding (seeded
-    weights give many on uniform image regions) are ordered, kept or suppressed by NMS and cut by the
-    top-K either way (at the K-th place, a box of another class can take its place). Returns the counts and
-    the worst differences of the matched pairs."""
+    within ``rtol`` relative (of max(|coordinate|, 1)). Returns the counts, the matched ``pairs`` and the
+    worst differences of the matched pairs; what is left over is judged by :func:`unexplained_detections`."""
     import numpy as np
     keep = labels >= 0
     boxes, scores, labels = dets[keep, :4], dets[keep, 4], labels[keep]
@@ -509,11 +506,7 @@ def match_detections(dets, labels, ref, rtol: float = 1e-3, score_tol: float = 1
             matched += 1
             pairs.append((r, int(np.nonzero(keep)[0][j])))  # (reference row, ONNX row)
             box_err, score_err = max(box_err, float(err[j])), max(score_err, float(abs(scores[j] - s)))
-    tied = 0
-    for b, s, l in zip(rb, rs, rl):
-        if not ((np.abs(boxes - b).max(1) / np.maximum(np.abs(b).max(), 1.0) <= rtol) & (labels == l)).any():
-            tied += int((np.abs(scores - s) <= score_tol).any())
-    return dict(onnx=int(keep.sum()), pytorch=len(rb), matched=matched, tied=tied, box_rel_err=box_err,
+    return dict(onnx=int(keep.sum()), pytorch=len(rb), matched=matched, box_rel_err=box_err,
                 score_abs_err=score_err, pairs=pairs)
 
 
@@ -596,10 +589,9 @@ def compare_end_to_end(model: nn.Module, kind: str, onnx_file: str, x: torch.Ten
     """Run ``onnx_file`` in onnxruntime and the model's own ``predict`` on the preprocessed batch ``x``.
 
     Detectors: :func:`match_detections` per image, with ``unexplained`` (:func:`unexplained_detections`).
-    Segmentors: ``dict(pixels, equal, tied)`` per image, the
-    ONNX class map against mmseg's ``pred_sem_seg`` (logits outputs are compared after their argmax).
+    Segmentors: ``dict(pixels, equal)`` per image, the ONNX class map against mmseg's ``pred_sem_seg``
+    (logits outputs are compared after their argmax). :func:`disagreements` judges the result.
     """
-    import numpy as np
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or max(1, torch.get_num_threads())
@@ -619,16 +611,10 @@ def compare_end_to_end(model: nn.Module, kind: str, onnx_file: str, x: torch.Ten
     seg = outs['seg'] if 'seg' in outs else outs['seg_logits'].argmax(1)
     res = []
     for s, r in zip(seg, ref):
-        logits = r.seg_logits.data.numpy()
         r = r.pred_sem_seg.data[0].numpy()
         if s.shape != r.shape:
             raise AssertionError(f'class map shape: onnx {s.shape} vs mmseg {r.shape}')
-        # a differing pixel is tied when PyTorch's logits of the two classes agree to 1e-4 relative (the
-        # argmax flips on float32 rounding; bilinear upsampling makes such pixels along class boundaries)
-        top = np.take_along_axis(logits, r[None].astype(np.int64), 0)[0]
-        other = np.take_along_axis(logits, s[None].astype(np.int64), 0)[0]
-        tied = (s != r) & (np.abs(top - other) <= 1e-4 * np.maximum(np.abs(top), 1.0))
-        res.append(dict(pixels=int(r.size), equal=int((s == r).sum()), tied=int(tied.sum())))
+        res.append(dict(pixels=int(r.size), equal=int((s == r).sum())))
     return res
 
 
