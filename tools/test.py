@@ -12,7 +12,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 import emo_mm  # noqa: F401  (registers models, activates the compatibility layer)
 from emo_mm.codebase import configure_seg_out, enable_dump, enable_show_dir
 from emo_mm.data_checks import exit_on_bad_data, guard_pipelines
-from emo_mm.distributed import close_process_group, setup_cpu_distributed
+from emo_mm.distributed import finish_distributed_run, setup_cpu_distributed
 from emo_mm.launch import add_common_args, build_runner, exit_if_checkpoint_unusable, prepare_config
 
 
@@ -42,7 +42,7 @@ def main():
         enable_dump(cfg, runner, codebase, args.out)
     with exit_on_bad_data():
         runner.test()
-    close_process_group()
+    finish_distributed_run()
 
 
 if __name__ == '__main__':

@@ -19,7 +19,7 @@ from emo_mm.checkpointing import (enable_atomic_checkpoints, enable_exact_resume
                                   keep_seed_of_resumed_run, remove_partial_files)
 from emo_mm.compat import CheckpointError
 from emo_mm.data_checks import exit_on_bad_data, guard_pipelines
-from emo_mm.distributed import close_process_group, setup_cpu_distributed
+from emo_mm.distributed import finish_distributed_run, setup_cpu_distributed
 from emo_mm.launch import add_common_args, build_runner, exit_if_checkpoint_unusable, prepare_config
 
 
@@ -63,7 +63,7 @@ def main():
         sys.exit(f'--resume: {err}')
     with exit_on_bad_data():
         build_runner(cfg).train()
-    close_process_group()
+    finish_distributed_run()
 
 
 if __name__ == '__main__':
