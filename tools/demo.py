@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from emo_mm.mini import coco_fit_options, write_coco_subset
+from emo_mm.mini import SSDLITE_FIT_EPOCHS, SSDLITE_FIT_LR, coco_fit_options, write_coco_subset
 
 CONFIG = 'configs/det/ssdlite_emo_1m.py'
 COCO = 'data/mini/coco'
@@ -54,9 +54,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--config', default=CONFIG,
                         help='an SSDLite config (the fit options find its pipeline steps by type)')
-    parser.add_argument('--epochs', type=int, default=150,
+    parser.add_argument('--epochs', type=int, default=SSDLITE_FIT_EPOCHS,
                         help='epochs over the 8 training images (one iteration of batch 8 each)')
-    parser.add_argument('--lr', type=float, default=0.01, help='AdamW peak learning rate')
+    parser.add_argument('--lr', type=float, default=SSDLITE_FIT_LR, help='AdamW peak learning rate')
     parser.add_argument('--score-thr', type=float, default=0.3, help='draw boxes scoring at least this')
     parser.add_argument('--work-dir', default='work_dirs/demo_ssdlite_emo_1m')
     args = parser.parse_args()
