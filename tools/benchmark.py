@@ -146,7 +146,9 @@ def main(argv=None):
     allocator = 'glibc defaults (a plain process)'
     if args.allocator == 'keep':
         allocator = 'freed memory kept (mallopt)' if keep_freed_memory() else 'not glibc: defaults'
-    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}, allocator: {allocator}, '
+    # the vector ISA matters: the ratios to EdgeNeXt differ between AVX-512 and AVX2-only CPUs (README)
+    print(f'torch {torch.__version__}, CPU {torch.backends.cpu.get_cpu_capability()}, threads '
+          f'{torch.get_num_threads()}, allocator: {allocator}, '
           f'batches {args.batch}, sizes {args.sizes}, median of {args.repeats} repeats >= {args.min_time}s')
     t_start = time.time()
     rows = measure(args, models)
