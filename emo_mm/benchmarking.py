@@ -118,3 +118,96 @@ def fastest_layout_case(model: nn.Module, kind: str, batch: int, size: int, min_
     best = cases[0] if rates[0] >= rates[1] else cases[1]
     best._set_layout()
     return best
+
+
+class ModelWorker:
+    """One benchmarked model in a process of its own, timed on request (``tools/benchmark.py``).
+
+    What a user's process gets depends on that process's history, not only on the model: glibc sizes its
+    mmap threshold from the blocks freed before (see :func:`keep_freed_memory`), so a model timed in a process
+    where another model ran earlier inherits that model's allocator state. Side by side in one process,
+    EdgeNeXt-xxsmall at batch 16 ran at ~150 img/s after EMO-1M and at 104-112 img/s in a process of its own (AVX2
+    EPYC VM). Each model therefore runs in a spawned process of its own, like a user's, and the parent times
+    the processes in turn (round-robin, one at a time, the others blocked on their pipe).
+    """
+
+    def __init__(self, name: str, deploy: bool = False, threads: int = 0, keep_memory: bool = False):
+        import multiprocessing
+        ctx = multiprocessing.get_context('spawn')  # a fresh interpreter: no allocator or thread-pool history
+        self.name, self.deploy = name, deploy
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve_model, args=(child, name, deploy, threads, keep_memory), daemon=True)
+        self.proc.start()
+        child.close()
+        self.params = None
+
+    def _request(self, *msg):
+        self.conn.send(msg)
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f'the benchmark process of {self.name} ended (exit code {self.proc.exitcode})')
+        if status == 'error':
+            raise RuntimeError(value)
+        return value
+
+    def ready(self) -> float:
+        """Wait until the model is built; returns its parameter count in millions."""
+        self.params = self._request('params')
+        return self.params
+
+    def prepare(self, batch: int, size: int, min_time: float) -> str:
+        """Pick and calibrate the faster layout at ``batch`` / ``size`` (:func:`fastest_layout_case`)."""
+        return self._request('case', batch, size, min_time)
+
+    def time_once(self, grad_mode: str = 'no_grad') -> float:
+        return self._request('time', grad_mode)
+
+    def close(self):
+        if self.proc.is_alive():
+            try:
+                self.conn.send(('close', ))
+            except (BrokenPipeError, OSError):
+                pass
+            self.proc.join(timeout=10)
+            if self.proc.is_alive():
+                self.proc.kill()
+        self.conn.close()
+
+
+def _serve_model(conn, name, deploy, threads, keep_memory):
+    """Loop of a :class:`ModelWorker` process: build the model, then answer requests until 'close'."""
+    import warnings
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+    if keep_memory:
+        keep_freed_memory()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model, kind = build_bench_model(name, deploy=deploy)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+    except Exception as e:  # the parent reports it and benchmarks the others
+        model, error = None, f'{type(e).__name__}: {e}'
+    case = None
+    while True:
+        try:
+            cmd, *args = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if cmd == 'close':
+            return
+        try:
+            if model is None:
+                raise RuntimeError(error)
+            if cmd == 'params':
+                value = params
+            elif cmd == 'case':
+                case = fastest_layout_case(model, kind, *args)
+                value = case.layout
+            elif cmd == 'time':
+                value = case.time_once(*args)
+            else:
+                raise ValueError(f'unknown request {cmd!r}')
+            conn.send(('ok', value))
+        except Exception as e:
+            conn.send(('error', f'{type(e).__name__}: {e}'))

@@ -2,7 +2,8 @@
 
 * params / FLOPs of every classification variant through :func:`emo_mm.complexity.params_and_flops` (the
   function behind tools/get_flops.py): params exactly as in the papers' tables, FLOPs within 2%;
-* get_flops / export_onnx / benchmark --quick as subprocesses (what a user runs);
+* get_flops / export_onnx / benchmark --quick as subprocesses (what a user runs), the benchmark's per-model
+  process;
 * ONNX (dynamic batch/height/width) vs PyTorch parity with onnxruntime at the export size and at another
   size that needs window padding, plain and deploy, for one EMO and one EMOv2 variant.
 """
@@ -136,6 +137,23 @@ def test_export_onnx_cli(tmp_path):
     diffs = [float(d) for d in re.findall(r'max abs diff ([\d.e+-]+)', out)]
     assert len(diffs) == 2 and max(diffs) < 1e-3, out
     assert 'batch 2, 256x320' in out
+
+
+def test_benchmark_worker_times_its_model_in_a_process_of_its_own():
+    from emo_mm.benchmarking import ModelWorker, build_bench_model
+    worker, unknown = ModelWorker('EMO-1M', deploy=True, threads=1), ModelWorker('NoSuchNet')
+    try:
+        model, _ = build_bench_model('EMO-1M', deploy=True)
+        assert worker.ready() == sum(p.numel() for p in model.parameters()) / 1e6  # the deploy model, built there
+        assert worker.proc.pid != os.getpid() and worker.proc.is_alive()
+        assert worker.prepare(2, 64, 0.01) in ('nchw', 'channels_last')
+        assert worker.time_once('inference_mode') > 0 and worker.time_once('no_grad') > 0
+        with pytest.raises(RuntimeError, match='unknown model NoSuchNet'):
+            unknown.ready()  # the reason reaches the parent, which goes on with the others
+    finally:
+        worker.close()
+        unknown.close()
+    assert not worker.proc.is_alive() and not unknown.proc.is_alive()
 
 
 def test_benchmark_quick_smoke():

@@ -3,9 +3,10 @@
     python tools/benchmark.py [--models NAME ...] [--batch 1 16] [--sizes 224 320 512] [--threads N]
                               [--repeats 9] [--min-time 0.2] [--allocator default|keep|both] [--quick]
 
-What a user's own process gets: every model runs in eval mode in one plain process (glibc's default
-allocator), timed under ``torch.no_grad()`` and under ``torch.inference_mode()`` (one row each); EMO variants
-both plain and deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and channels_last are
+What a user's own process gets: every model runs in eval mode in a plain process of its own (glibc's default
+allocator; a model timed in a process where another ran before inherits that one's allocator state, see
+``emo_mm.benchmarking.ModelWorker``), timed under ``torch.no_grad()`` and under ``torch.inference_mode()``
+(one row each); EMO variants both plain and deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and channels_last are
 probed (warm-up, two timed runs each, in the order A B B A, under no_grad) and the faster layout is kept; then
 every model is timed ``--repeats`` times round-robin, each run lasting at least ``--min-time`` s, and the
 median is reported. Round-robin spreads load changes of a shared machine over all models alike; every other
@@ -14,8 +15,8 @@ model timed right before it. The table gives images/s, the layout used and the r
 the same batch/size and grad mode: the median over rounds of the ratio within each round, with its
 interquartile range (on a machine whose speed drifts, per-round ratios cancel the drift that a ratio of two
 medians keeps). Numbers depend on the machine and on its load; they are never asserted in tests.
-``--allocator keep`` tells glibc to keep freed memory in this process (``mallopt``, process-wide, what a
-plain process does not do); ``--allocator both`` measures that in a second process and prints its figures in
+``--allocator keep`` tells glibc to keep freed memory in each model's process (``mallopt``, process-wide, what
+a plain process does not do); ``--allocator both`` measures that in a second process and prints its figures in
 extra columns beside the plain-process ones.
 """
 import argparse
@@ -33,8 +34,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import torch  # noqa: E402
 
-from emo_mm.benchmarking import (GRAD_MODES, PEERS, REFERENCE_PEER, build_bench_model,  # noqa: E402
-                                 fastest_layout_case, keep_freed_memory)
+from emo_mm.benchmarking import GRAD_MODES, PEERS, REFERENCE_PEER, ModelWorker, keep_freed_memory  # noqa: E402
 from emo_mm.variants import VARIANTS  # noqa: E402
 
 DEFAULT_MODELS = list(VARIANTS) + list(PEERS)
@@ -64,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument('--no-deploy', action='store_true', help='skip the deploy mode of EMO variants')
     p.add_argument('--allocator', choices=['default', 'keep', 'both'], default='default',
                    help="'default': glibc's defaults, what a plain process gets; 'keep': glibc keeps freed "
-                   "memory for reuse (mallopt in this process, see emo_mm.benchmarking.keep_freed_memory); "
+                   "memory for reuse (mallopt in each model's process, see emo_mm.benchmarking.keep_freed_memory); "
                    "'both': the default, with the 'keep' figures of a second process in extra columns")
     p.add_argument('--rows-json', default=None, help=argparse.SUPPRESS)  # 'both': the second process's rows
     p.add_argument('--quick', action='store_true',
@@ -74,43 +74,55 @@ def parse_args(argv=None):
 
 def measure(args, models):
     """Rows ``(batch, size, name, mode, grad_mode, params, layout, img/s, (ratio, q1, q3))``."""
-    runs = []  # (name, mode, model, kind, params in M)
+    keep = args.allocator == 'keep'
+    workers = []  # one process per (model, mode): what a user's own process gets (see ModelWorker)
     for name in models:
-        modes = ['plain'] + (['deploy'] if name in VARIANTS and not args.no_deploy else [])
-        for mode in modes:
-            try:
-                model, kind = build_bench_model(name, deploy=(mode == 'deploy'))
-            except Exception as e:  # keep benchmarking the others, say why this one is missing
-                print(f'skip {name} ({mode}): {type(e).__name__}: {e}')
-                continue
-            params = sum(p.numel() for p in model.parameters()) / 1e6
-            runs.append((name, mode, model, kind, params))
+        for mode in ['plain'] + (['deploy'] if name in VARIANTS and not args.no_deploy else []):
+            workers.append(ModelWorker(name, mode == 'deploy', args.threads or 0, keep))
+    try:
+        return _measure_workers(args, _ready(workers))
+    finally:
+        for w in workers:
+            w.close()
 
+
+def _ready(workers):
+    """The workers whose model was built; the others are skipped with the reason."""
+    ready = []
+    for w in workers:
+        try:
+            w.ready()
+            ready.append(w)
+        except RuntimeError as e:  # keep benchmarking the others, say why this one is missing
+            print(f"skip {w.name} ({'deploy' if w.deploy else 'plain'}): {e}")
+            w.close()
+    return ready
+
+
+def _measure_workers(args, workers):
     rows = []
     t_start = time.time()
-    timed = [(i, g) for i in range(len(runs)) for g in GRAD_MODES]
+    timed = [(i, g) for i in range(len(workers)) for g in GRAD_MODES]
+    ref = next((i for i, w in enumerate(workers) if w.name == REFERENCE_PEER and not w.deploy), None)
     for batch in args.batch:
         for size in args.sizes:
             # pick each model's faster layout, then time round-robin: repeat r of every model (each grad
             # mode), then r+1, every other round in reverse order (a model timed right after another is
             # measured a few % apart from the same model timed right before it; alternating cancels that and
             # linear drift)
-            cases = [fastest_layout_case(model, kind, batch, size, args.min_time)
-                     for _, _, model, kind, _ in runs]
+            layouts = [w.prepare(batch, size, args.min_time) for w in workers]
             rates = {key: [] for key in timed}
             for repeat in range(args.repeats):
                 for i, g in (timed if repeat % 2 == 0 else timed[::-1]):
-                    rates[i, g].append(cases[i].time_once(g))
-            ref = next((i for i, (name, mode, *_) in enumerate(runs)
-                        if (name, mode) == (REFERENCE_PEER, 'plain')), None)
-            for i, (name, mode, model, _, params) in enumerate(runs):
-                model.to(memory_format=torch.contiguous_format)
+                    rates[i, g].append(workers[i].time_once(g))
+            for i, w in enumerate(workers):
+                mode = 'deploy' if w.deploy else 'plain'
                 for g in GRAD_MODES:
                     r = rates[i, g]
                     ratios = paired_ratios(r, rates[ref, g] if ref is not None else None)
-                    rows.append((batch, size, name, mode, g, params, cases[i].layout, statistics.median(r), ratios))
-                    print(f'  batch {batch} size {size} {name} {mode} {g}: {statistics.median(r):.1f} img/s '
-                          f'({cases[i].layout})', flush=True)
+                    rows.append((batch, size, w.name, mode, g, w.params, layouts[i], statistics.median(r), ratios))
+                    print(f'  batch {batch} size {size} {w.name} {mode} {g}: {statistics.median(r):.1f} img/s '
+                          f'({layouts[i]})', flush=True)
             print(f'  ({time.time() - t_start:.0f} s)', flush=True)
     return rows
 
@@ -143,7 +155,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             print('measuring --allocator keep in a second process first', flush=True)
             kept = measure_in_child(argv, osp.join(tmp, 'rows.json'))
-    allocator = 'glibc defaults (a plain process)'
+    allocator = 'glibc defaults (a plain process per model)'
     if args.allocator == 'keep':
         allocator = 'freed memory kept (mallopt)' if keep_freed_memory() else 'not glibc: defaults'
     # the vector ISA matters: the ratios to EdgeNeXt differ between AVX-512 and AVX2-only CPUs (README)
