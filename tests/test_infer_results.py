@@ -121,6 +121,16 @@ def test_infer_missing_or_broken_image_is_a_clear_error(images, tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.parametrize('args, message', [
+    (['model.onnx'], 'no image files given after model.onnx (MODEL.onnx IMAGE'),
+    (['configs/det/ssdlite_emo_1m.py'], 'no checkpoint given after configs/det/ssdlite_emo_1m.py'),
+    (['configs/det/ssdlite_emo_1m.py', 'none'], 'no image files given (CONFIG CHECKPOINT IMAGE')])
+def test_infer_missing_positionals_name_what_is_missing(args, message):
+    proc = run_tool('tools/infer.py', *args, check=False, timeout=120)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
 def test_infer_segmentor(images, tmp_path):
     """A segmentor config: colour overlay per input (random weights saved as a plain checkpoint)."""
     seg_cfgs = sorted((ROOT / 'configs' / 'seg').glob('deeplabv3_emo_1m*.py'))

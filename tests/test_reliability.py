@@ -172,17 +172,21 @@ def test_atomic_write_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
     assert torch.equal(load_local_checkpoint(str(target))['state_dict']['w'], torch.zeros(1000))
 
 
-def capture_log():
-    """Messages that emo_mm sends to mmengine's current logger (its handlers bypass pytest's capture)."""
+@pytest.fixture
+def log_messages():
+    """Messages that emo_mm sends to mmengine's current logger during the test (its handlers bypass pytest's
+    capture); the handler is removed afterwards."""
     messages = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())
-    MMLogger.get_current_instance().addHandler(handler)
-    return messages
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
 
 
-def test_find_resumable_checkpoint_falls_back_and_names_skipped(tmp_path):
-    messages = capture_log()
+def test_find_resumable_checkpoint_falls_back_and_names_skipped(tmp_path, log_messages):
+    messages = log_messages
     for i in (1, 2, 3):
         torch.save({'meta': {'epoch': i}}, tmp_path / f'epoch_{i}.pth')
     assert find_resumable_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_3.pth')  # no pointer: newest

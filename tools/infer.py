@@ -20,8 +20,9 @@ def parse_args():
     parser = argparse.ArgumentParser(description='Run a detector / segmentor on image files and draw the result',
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument('config', help='config file (detector or segmentor), or a .onnx from tools/export_onnx.py')
-    parser.add_argument('checkpoint', help="trained checkpoint (.pth); 'none' = random weights (smoke test); "
-                        "no checkpoint after a .onnx")
+    # optional for argparse only: after a .onnx the second positional is the first image
+    parser.add_argument('checkpoint', nargs='?', help="trained checkpoint (.pth); 'none' = random weights "
+                        "(smoke test); no checkpoint after a .onnx")
     parser.add_argument('images', nargs='*', help='image files')
     parser.add_argument('--out-dir', default='outputs/infer', help='where the pictures go (default: %(default)s)')
     parser.add_argument('--score-thr', type=float, default=0.3,
@@ -37,7 +38,13 @@ def parse_args():
 def main():
     args = parse_args()
     if args.config.endswith('.onnx'):  # MODEL.onnx IMAGE...: the second positional is an image
-        args.images, args.checkpoint = [args.checkpoint] + args.images, 'none'
+        args.images = [args.checkpoint, *args.images] if args.checkpoint else []
+        args.checkpoint = 'none'
+        if not args.images:
+            sys.exit(f'error: no image files given after {args.config} (MODEL.onnx IMAGE [IMAGE ...])')
+    elif args.checkpoint is None:
+        sys.exit(f"error: no checkpoint given after {args.config} (CONFIG CHECKPOINT IMAGE [IMAGE ...]; "
+                 "'none' = random weights)")
     elif not args.images:
         sys.exit('error: no image files given (CONFIG CHECKPOINT IMAGE [IMAGE ...])')
     from emo_mm.inference import ImageReadError, infer
