@@ -127,13 +127,12 @@ class ModelWorker:
     mmap threshold from the blocks freed before (see :func:`keep_freed_memory`), so a model timed in a process
     where another model ran earlier inherits that model's allocator state. Side by side in one process,
     EdgeNeXt-xxsmall at batch 16 ran at ~150 img/s after EMO-1M and at 104-112 img/s in a process of its own (AVX2
-    EPYC VM). Each model therefore runs in a spawned process of its own, like a user's, and the parent times
+    EPYC VM). Each model therefore runs in a process of its own, like a user's, and the parent times
     the processes in turn (round-robin, one at a time, the others blocked on their pipe).
     """
 
     def __init__(self, name: str, deploy: bool = False, threads: int = 0, keep_memory: bool = False):
-        import multiprocessing
-        ctx = multiprocessing.get_context('spawn')  # a fresh interpreter: no allocator or thread-pool history
+        ctx = _worker_context()
         self.name, self.deploy = name, deploy
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve_model, args=(child, name, deploy, threads, keep_memory), daemon=True)
@@ -173,6 +172,15 @@ class ModelWorker:
             if self.proc.is_alive():
                 self.proc.kill()
         self.conn.close()
+
+
+def _worker_context():
+    """Forked from a server process that has imported torch and the codebases but run nothing: no allocator
+    or thread-pool history, like a fresh interpreter, without paying the imports once per model."""
+    import multiprocessing
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload([__name__, 'mmpretrain.models'])
+    return ctx
 
 
 def _serve_model(conn, name, deploy, threads, keep_memory):
