@@ -15,8 +15,8 @@ data: env       ## generate the embedded mini COCO / ADE20K / ImageNet sets unde
 demo: env data  ## SSDLite-EMO-1M memorises 8 mini COCO images; mAP and pictures: fitted images vs held-out val
 	@$(PY) tools/demo.py
 
-test: env       ## run the test suite (without the slow reliability loops)
-	@$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow"
+test: env       ## run the test suite (without the slow reliability loops); lists the 15 slowest
+	@$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow" --durations=15
 
 test-slow: env  ## the slow reliability loops: 10 SIGKILL + resume trials (~10 minutes)
 	@$(PY) -m pytest tests -q -p no:cacheprovider -m slow
