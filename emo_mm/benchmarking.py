@@ -133,7 +133,7 @@ class ModelWorker:
 
     def __init__(self, name: str, deploy: bool = False, threads: int = 0, keep_memory: bool = False):
         ctx = _worker_context()
-        self.name, self.deploy = name, deploy
+        self.name, self.deploy, self.mode = name, deploy, 'deploy' if deploy else 'plain'
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve_model, args=(child, name, deploy, threads, keep_memory), daemon=True)
         self.proc.start()
@@ -204,9 +204,10 @@ def _serve_model(conn, name, deploy, threads, keep_memory):
             return
         if cmd == 'close':
             return
+        if model is None:
+            conn.send(('error', error))
+            continue
         try:
-            if model is None:
-                raise RuntimeError(error)
             if cmd == 'params':
                 value = params
             elif cmd == 'case':

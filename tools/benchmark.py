@@ -6,10 +6,10 @@
 What a user's own process gets: every model runs in eval mode in a plain process of its own (glibc's default
 allocator; a model timed in a process where another ran before inherits that one's allocator state, see
 ``emo_mm.benchmarking.ModelWorker``), timed under ``torch.no_grad()`` and under ``torch.inference_mode()``
-(one row each); EMO variants both plain and deploy (``switch_to_deploy()``). For each (model, mode, batch, size) NCHW and channels_last are
-probed (warm-up, two timed runs each, in the order A B B A, under no_grad) and the faster layout is kept; then
-every model is timed ``--repeats`` times round-robin, each run lasting at least ``--min-time`` s, and the
-median is reported. Round-robin spreads load changes of a shared machine over all models alike; every other
+(one row each); EMO variants both plain and deploy (``switch_to_deploy()``). For each (model, mode, batch,
+size) NCHW and channels_last are probed (warm-up, two timed runs each, in the order A B B A, under no_grad)
+and the faster layout is kept; then every model is timed ``--repeats`` times round-robin, each run lasting
+at least ``--min-time`` s, and the median is reported. Round-robin spreads load changes of a shared machine over all models alike; every other
 round runs in reverse order, because a model timed right after another measures a few % apart from the same
 model timed right before it. The table gives images/s, the layout used and the ratio to EdgeNeXt-xxsmall at
 the same batch/size and grad mode: the median over rounds of the ratio within each round, with its
@@ -94,7 +94,7 @@ def _ready(workers):
             w.ready()
             ready.append(w)
         except RuntimeError as e:  # keep benchmarking the others, say why this one is missing
-            print(f"skip {w.name} ({'deploy' if w.deploy else 'plain'}): {e}")
+            print(f'skip {w.name} ({w.mode}): {e}')
             w.close()
     return ready
 
@@ -116,12 +116,11 @@ def _measure_workers(args, workers):
                 for i, g in (timed if repeat % 2 == 0 else timed[::-1]):
                     rates[i, g].append(workers[i].time_once(g))
             for i, w in enumerate(workers):
-                mode = 'deploy' if w.deploy else 'plain'
                 for g in GRAD_MODES:
                     r = rates[i, g]
                     ratios = paired_ratios(r, rates[ref, g] if ref is not None else None)
-                    rows.append((batch, size, w.name, mode, g, w.params, layouts[i], statistics.median(r), ratios))
-                    print(f'  batch {batch} size {size} {w.name} {mode} {g}: {statistics.median(r):.1f} img/s '
+                    rows.append((batch, size, w.name, w.mode, g, w.params, layouts[i], statistics.median(r), ratios))
+                    print(f'  batch {batch} size {size} {w.name} {w.mode} {g}: {statistics.median(r):.1f} img/s '
                           f'({layouts[i]})', flush=True)
             print(f'  ({time.time() - t_start:.0f} s)', flush=True)
     return rows
