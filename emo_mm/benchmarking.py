@@ -133,12 +133,16 @@ class ModelWorker:
 
     def __init__(self, name: str, deploy: bool = False, threads: int = 0, keep_memory: bool = False):
         ctx = _worker_context()
-        self.name, self.deploy, self.mode = name, deploy, 'deploy' if deploy else 'plain'
+        self.name, self.deploy = name, deploy
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve_model, args=(child, name, deploy, threads, keep_memory), daemon=True)
         self.proc.start()
         child.close()
         self.params = None
+
+    @property
+    def mode(self) -> str:
+        return 'deploy' if self.deploy else 'plain'
 
     def _request(self, *msg):
         self.conn.send(msg)

@@ -9,10 +9,10 @@ allocator; a model timed in a process where another ran before inherits that one
 (one row each); EMO variants both plain and deploy (``switch_to_deploy()``). For each (model, mode, batch,
 size) NCHW and channels_last are probed (warm-up, two timed runs each, in the order A B B A, under no_grad)
 and the faster layout is kept; then every model is timed ``--repeats`` times round-robin, each run lasting
-at least ``--min-time`` s, and the median is reported. Round-robin spreads load changes of a shared machine over all models alike; every other
-round runs in reverse order, because a model timed right after another measures a few % apart from the same
-model timed right before it. The table gives images/s, the layout used and the ratio to EdgeNeXt-xxsmall at
-the same batch/size and grad mode: the median over rounds of the ratio within each round, with its
+at least ``--min-time`` s, and the median is reported. Round-robin spreads load changes of a shared machine
+over all models alike; every other round runs in reverse order, because a model timed right after another
+measures a few % apart from the same model timed right before it. The table gives images/s, the layout used
+and the ratio to EdgeNeXt-xxsmall at the same batch/size and grad mode: the median over rounds of the ratio within each round, with its
 interquartile range (on a machine whose speed drifts, per-round ratios cancel the drift that a ratio of two
 medians keeps). Numbers depend on the machine and on its load; they are never asserted in tests.
 ``--allocator keep`` tells glibc to keep freed memory in each model's process (``mallopt``, process-wide, what
