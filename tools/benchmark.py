@@ -12,9 +12,10 @@ and the faster layout is kept; then every model is timed ``--repeats`` times rou
 at least ``--min-time`` s, and the median is reported. Round-robin spreads load changes of a shared machine
 over all models alike; every other round runs in reverse order, because a model timed right after another
 measures a few % apart from the same model timed right before it. The table gives images/s, the layout used
-and the ratio to EdgeNeXt-xxsmall at the same batch/size and grad mode: the median over rounds of the ratio within each round, with its
-interquartile range (on a machine whose speed drifts, per-round ratios cancel the drift that a ratio of two
-medians keeps). Numbers depend on the machine and on its load; they are never asserted in tests.
+and the ratio to EdgeNeXt-xxsmall at the same batch/size and grad mode: the median over rounds of the ratio
+within each round, with its interquartile range (on a machine whose speed drifts, per-round ratios cancel the
+drift that a ratio of two medians keeps). Numbers depend on the machine and on its load; they are never
+asserted in tests.
 ``--allocator keep`` tells glibc to keep freed memory in each model's process (``mallopt``, process-wide, what
 a plain process does not do); ``--allocator both`` measures that in a second process and prints its figures in
 extra columns beside the plain-process ones.
