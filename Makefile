@@ -10,7 +10,7 @@ env:            ## create/refresh .venv (torch, compiled mmcv 2.1.0 cached in ~/
 	@bash tools/setup_env.sh
 
 data: env       ## generate the embedded mini COCO / ADE20K / ImageNet sets under data/mini
-	@$(PY) tools/make_mini_data.py
+	@$(PY) tools/misc/make_mini_data.py
 
 demo: env data  ## SSDLite-EMO-1M memorises 8 mini COCO images; mAP and pictures: fitted images vs held-out val
 	@$(PY) tools/demo.py
@@ -22,7 +22,7 @@ test-slow: env  ## the slow reliability loops: 10 SIGKILL + resume trials (~10 m
 	@$(PY) -m pytest tests -q -p no:cacheprovider -m slow
 
 bench: env      ## CPU throughput of EMO/EMOv2 (plain and deploy) and mmpretrain peers
-	@$(PY) tools/benchmark.py
+	@$(PY) tools/analysis_tools/benchmark.py
 
 clean:          ## remove generated data and work dirs (keeps .venv and the mmcv wheel cache)
 	rm -rf data/mini work_dirs

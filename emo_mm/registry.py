@@ -19,10 +19,10 @@ from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='emo_mm', locations=['emo_mm.models'])
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='emo_mm', locations=['emo_mm.checkpointing'])
-TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='emo_mm', locations=['emo_mm.data_checks'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='emo_mm', locations=['emo_mm.engine.checkpoint'])
+TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='emo_mm', locations=['emo_mm.datasets.checks'])
 MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='emo_mm',
-                          locations=['emo_mm.distributed'])
+                          locations=['emo_mm.engine.distributed'])
 
 
 def _register_in(registry):

@@ -22,7 +22,7 @@ def run_tool(*args, timeout=900, check=True):
 @pytest.fixture(scope='session')
 def mini_data():
     """data/mini/{coco,ade,imagenet}, generated once (the generator skips complete sets)."""
-    run_tool('tools/make_mini_data.py', timeout=300)
+    run_tool('tools/misc/make_mini_data.py', timeout=300)
     return ROOT / 'data' / 'mini'
 
 

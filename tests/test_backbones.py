@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from emo_mm.models.backbones import EMO, EMOv2, emo_layers, onednn_deploy
+from emo_mm.models.backbones import EMO, EMOv2
+from emo_mm.models.layers import conv as emo_layers, onednn as onednn_deploy, window_attention
 from emo_mm.models.backbones.emo import IRMB
 from emo_mm.models.backbones.emov2 import HybridAttention
 from emo_mm.registry import MODELS
@@ -575,7 +576,7 @@ def test_deploy_attention_in_window_slices(monkeypatch):
     """EMOv2's deploy attention (value heads wider than q/k) written out on slices of windows: uneven
     slices give the naive attention; with autograd it takes SDPA and gives the same gradients as the plain
     block."""
-    monkeypatch.setattr(emo_layers, 'ATTENTION_SLICE_BYTES', 3 * 49 * 49 * 4)  # 3 score matrices a slice
+    monkeypatch.setattr(window_attention, 'ATTENTION_SLICE_BYTES', 3 * 49 * 49 * 4)  # 3 score matrices a slice
     torch.manual_seed(0)
     attn = HybridAttention(40, 120, dim_head=20, window_size=7, act='gelu').eval()
     x = torch.randn(2, 40, 11, 17)  # 2 x 2 x 3 windows x 2 heads = 24 matrices per mode: 8 slices

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from emo_mm.models.backbones import EMO, EMOv2
-from emo_mm.models.checkpoint import convert_hint, load_pretrained, remap_official_state_dict
+from emo_mm.models.pretrained import convert_hint, load_pretrained, remap_official_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'tools'))
+sys.path.insert(0, str(ROOT / 'tools' / 'model_converters'))  # the CLI, run in-process
 import convert_official  # noqa: E402
 
 # spec 1.4 / 2.3, written out independently of the implementation's arch tables
@@ -214,7 +214,7 @@ def test_missing_file_gives_convert_command(tmp_path):
     model = EMOv2('5m', init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
     with pytest.raises(FileNotFoundError) as e:
         model.init_weights()
-    assert f'python tools/convert_official.py <official .pth> {path} --arch emov2-5m' in str(e.value)
+    assert f'python tools/model_converters/convert_official.py <official .pth> {path} --arch emov2-5m' in str(e.value)
     with pytest.raises(ValueError, match='URL'):
         EMO('1m', pretrained='open-mmlab://resnet50_v1c').init_weights()
 
@@ -229,7 +229,7 @@ def test_no_pretrained_keeps_default_init():
 
 
 def test_convert_hint_names_the_arch():
-    cmd = 'python tools/convert_official.py <official .pth> ck.pth --arch '
+    cmd = 'python tools/model_converters/convert_official.py <official .pth> ck.pth --arch '
     assert cmd + 'emov2-5m' in convert_hint('ck.pth', 'emo_mm.EMOv2', '5m')
     assert cmd + 'emo-1m' in convert_hint('ck.pth', 'EMO', 'EMO-1M')
     assert cmd + 'emo-2m' in convert_hint('ck.pth', arch='emo-2m')
@@ -243,7 +243,7 @@ def test_allow_list_loads_every_state_mmengine_writes(tmp_path):
     import numpy as np
     from mmengine.logging import HistoryBuffer, MessageHub
     from mmengine.optim import CosineAnnealingLR, OptimWrapper
-    from emo_mm.compat import load_local_checkpoint
+    from emo_mm.utils.checkpoint_io import load_local_checkpoint
     hub = MessageHub.get_instance('emo_mm_test_allow_list')
     hub.update_scalar('train/loss', 1.5)
     hub.update_scalar('train/lr', np.float64(0.01))
@@ -265,7 +265,7 @@ def test_allow_list_loads_every_state_mmengine_writes(tmp_path):
 
 def test_bytes_from_a_checkpoint_cannot_allocate(tmp_path):
     import zipfile
-    from emo_mm.compat import CheckpointError, load_local_checkpoint
+    from emo_mm.utils.checkpoint_io import CheckpointError, load_local_checkpoint
     torch.save({'x': 1}, tmp_path / 'c.pth')
     with zipfile.ZipFile(tmp_path / 'c.pth') as zf:
         records = {n: zf.read(n) for n in zf.namelist()}
@@ -287,7 +287,7 @@ def real_checkpoint(cls_reference_run):
 FUZZ_CHILD = r'''
 import io, json, os, pickle, pickletools, random, sys, zipfile
 import emo_mm
-from emo_mm.compat import CheckpointError, load_local_checkpoint
+from emo_mm.utils.checkpoint_io import CheckpointError, load_local_checkpoint
 src, work, canary, report = sys.argv[1:5]
 raw = open(src, 'rb').read()
 with zipfile.ZipFile(io.BytesIO(raw)) as zf:

@@ -79,7 +79,7 @@ def test_converted_checkpoint_gives_official_logits(variant, tmp_path):
     on LN(stage 4) -> mean pool (the official classifier), computed here by hand from the raw tensors."""
     from mmengine.runner import load_checkpoint
 
-    from emo_mm.models.checkpoint import build_backbone, convert_official
+    from emo_mm.models.pretrained import build_backbone, convert_official
     arch = variant.replace('_', '-')
     gen = torch.Generator().manual_seed(0)
     bb = build_backbone(arch, final_norm=True)
@@ -110,7 +110,7 @@ def test_converted_checkpoint_gives_official_logits(variant, tmp_path):
 
 
 def _mini_cfg(path, tmp_path):
-    from emo_mm.mini import apply_mini
+    from emo_mm.datasets.mini import apply_mini
     cfg = _load_cfg(path)
     apply_mini(cfg, 'mmpretrain', epochs=1)
     cfg.train_dataloader.dataset.indices = 16  # one iteration (mini batch cap 16)

@@ -1,6 +1,6 @@
 """Issue 4: SSDLite / RetinaNet with EMO and EMOv2 (configs/det).
 
-* every det config builds; with a fake official checkpoint converted by emo_mm.models.checkpoint it loads
+* every det config builds; with a fake official checkpoint converted by emo_mm.models.pretrained it loads
   every backbone tensor; it trains one iteration and evaluates on the mini COCO set;
 * params / FLOPs equal the table in configs/det/README.md and the published numbers (metafile.yml);
 * missing pretrained weights or a missing COCO stop tools/train.py with a message, before any training.
@@ -18,8 +18,8 @@ import torch
 from mmengine.config import Config
 
 import emo_mm  # noqa: F401
-from emo_mm.mini import apply_mini
-from emo_mm.models.checkpoint import build_backbone, convert_official
+from emo_mm.datasets.mini import apply_mini
+from emo_mm.models.pretrained import build_backbone, convert_official
 
 from .conftest import ROOT, run_tool
 
@@ -218,7 +218,7 @@ def _col(cells, idx):
 
 @pytest.fixture(scope='module')
 def published():
-    from emo_mm.results import load_metafile
+    from emo_mm.analysis.results import load_metafile
     return load_metafile(str(DET_DIR / 'metafile.yml'))
 
 
@@ -232,7 +232,7 @@ def test_metafile_has_every_config(published):
 @pytest.mark.parametrize('name', CONFIGS)
 def test_complexity_matches_readme_and_paper(name, published):
     """Params / FLOPs equal the README table; how they relate to the papers' is what the README explains."""
-    from emo_mm.complexity import params_and_flops
+    from emo_mm.analysis.complexity import params_and_flops
     pub = published[name]
     rows = _readme_table()
     assert name in rows, f'{name} missing from the complexity table in configs/det/README.md'
@@ -272,7 +272,7 @@ def _mmcv1_flops(model, x):
         affine = getattr(m, 'affine', getattr(m, 'elementwise_affine', False))
         total[0] += i[0].numel() * (2 if affine else 1)
 
-    from emo_mm.models.backbones.emo_layers import LayerNorm2d  # calls F.layer_norm: hook the wrapper
+    from emo_mm.models.layers import LayerNorm2d  # calls F.layer_norm: hook the wrapper
     rules = [(nn.Conv2d, conv), (nn.modules.batchnorm._BatchNorm, norm), (nn.GroupNorm, norm), (nn.LayerNorm, norm),
              (LayerNorm2d, lambda m, i, o: norm(m.norm, i, o)),
              ((nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU), lambda m, i, o: total.__setitem__(
@@ -291,7 +291,7 @@ def _mmcv1_flops(model, x):
 @pytest.mark.parametrize('name', ['ssdlite_emo_1m', 'ssdlite_emo_2m', 'ssdlite_emo_5m'])
 def test_emo_v1_ssdlite_flops_match_with_mmcv1_rules(name, published):
     """EMO v1 counted its FLOPs with mmdet 2.x (mmcv 1.x hooks): with those rules all three are within 5%."""
-    from emo_mm.builder import build_model
+    from emo_mm.models.build import build_model
     model, _, _ = build_model(str(DET_DIR / f'{name}.py'))
     flops = _mmcv1_flops(model, torch.randn(1, 3, 320, 320)) / 1e9
     notes = _readme_table()[name][7]
@@ -317,7 +317,7 @@ def test_missing_pretrained_stops_before_training(mini_data, tmp_path):
                     timeout=300)
     assert proc.returncode != 0
     assert f'pretrained backbone weights not found: {missing}' in proc.stderr, proc.stderr[-3000:]
-    assert 'tools/convert_official.py' in proc.stderr
+    assert 'tools/model_converters/convert_official.py' in proc.stderr
     assert 'Traceback' not in proc.stderr
     assert not work.exists()  # nothing built, nothing trained
 
@@ -330,7 +330,7 @@ def test_missing_pretrained_error_in_process(tmp_path):
     model = MODELS.build(cfg.model)
     with pytest.raises(FileNotFoundError) as err:
         model.init_weights()
-    assert str(tmp_path / 'nope.pth') in str(err.value) and 'tools/convert_official.py' in str(err.value)
+    assert str(tmp_path / 'nope.pth') in str(err.value) and 'tools/model_converters/convert_official.py' in str(err.value)
 
 
 def test_train_without_coco_says_where_coco_is_expected(tmp_path):

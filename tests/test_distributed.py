@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from emo_mm.compat import load_local_checkpoint
+from emo_mm.utils.checkpoint_io import load_local_checkpoint
 
 from .conftest import ROOT, run_tool
 from .test_reliability import assert_same_training_state
@@ -49,7 +49,7 @@ def make_bn():
 def worker(rank, port, x, g, queue):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2)
-    from emo_mm.distributed import use_cpu_sync_batchnorm
+    from emo_mm.engine.distributed import use_cpu_sync_batchnorm
     bn = make_bn()
     assert use_cpu_sync_batchnorm(nn.Sequential(bn)) == 1
     part = x[rank * 2:(rank + 1) * 2].clone().requires_grad_()

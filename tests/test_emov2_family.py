@@ -9,7 +9,7 @@ which check them like their smaller siblings, params and FLOPs against the paper
 * config values: the EMOv2 backbone as the EMOv2 downstream configs set it, neck / head widths equal to the
   backbone's C1..C4, the EMOv2 optimizer and schedule (RetinaNet 1x for Mask R-CNN, the seg one at 160k);
 * converted official weights load into each family; every config trains one iteration and evaluates on the
-  mini sets (Mask R-CNN: bbox and segm mAP), and tools/results_table.py's reader matches the run to the paper;
+  mini sets (Mask R-CNN: bbox and segm mAP), and tools/analysis_tools/results_table.py's reader matches the run to the paper;
 * params (segmentors: and FLOPs) equal the tables in configs/det/README.md / configs/seg/README.md;
 * Mask R-CNN through the tools: ``tools/train.py --mini``, ``tools/test.py --mini``, and ``infer`` draws the
   instance masks.
@@ -23,9 +23,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from emo_mm.mini import apply_mini
-from emo_mm.models.checkpoint import build_backbone, convert_official
-from emo_mm.results import build_table, load_metafile, read_work_dir
+from emo_mm.datasets.mini import apply_mini
+from emo_mm.models.pretrained import build_backbone, convert_official
+from emo_mm.analysis.results import build_table, load_metafile, read_work_dir
 
 from .conftest import ROOT, run_tool
 from .test_det import _mini_cfg
@@ -118,7 +118,7 @@ def test_config_values(name):
 
 # ----------------------------------------------------------------------------------- weights and training
 def _build(cfg):
-    from emo_mm.builder import init_codebase
+    from emo_mm.models.build import init_codebase
     init_codebase(cfg.default_scope)
     if cfg.default_scope == 'mmdet':
         from mmdet.registry import MODELS
@@ -164,7 +164,7 @@ MASK_RCNN_FEWER_ROIS = {'model.train_cfg.rpn_proposal.max_per_img': 200, 'model.
 
 
 def _check_results_row(work_dir, name, det):
-    """The work dir read as tools/results_table.py does: our final metrics beside the published number."""
+    """The work dir read as tools/analysis_tools/results_table.py does: our final metrics beside the published number."""
     res = read_work_dir(str(work_dir))  # the evaluation logged at the end of training
     assert res.ok, res.problem
     keys = ('AP', 'mask AP') if det else ('mIoU', 'aAcc', 'mAcc')
@@ -213,7 +213,7 @@ def _readme_rows(readme, ncols):
 @pytest.mark.parametrize('name', DET_CONFIGS)
 def test_mask_rcnn_params_equal_readme(name):
     """Params only: a two-stage detector's FLOPs depend on the proposals, i.e. on trained weights."""
-    from emo_mm.builder import build_model
+    from emo_mm.models.build import build_model
     model, kind, _ = build_model(str(_path(name)))
     cells = _readme_rows(DET_DIR / 'README.md', 6)[name]  # config | backbone | params | paper | FLOPs | box AP
     assert kind == 'detector' and cells[1] == f'EMOv2-{_size(name).upper()}'
@@ -223,7 +223,7 @@ def test_mask_rcnn_params_equal_readme(name):
 
 @pytest.mark.parametrize('name', SEG_CONFIGS)
 def test_segmentor_params_and_flops_equal_readme(name):
-    from emo_mm.complexity import get_complexity
+    from emo_mm.analysis.complexity import get_complexity
     res = get_complexity(str(_path(name)), (512, 512))
     cells = _readme_rows(SEG_DIR / 'README.md', 4)[name]  # config | params | FLOPs | mIoU published
     assert abs(res['params'] / 1e6 - float(cells[1])) < 6e-4
@@ -276,7 +276,7 @@ def test_infer_draws_instance_masks(mask_rcnn_mini, tmp_path):
     """Same boxes drawn twice, once with every mask full and once with every mask empty: the masks show."""
     import cv2
 
-    from emo_mm.inference import infer
+    from emo_mm.apis.inference import infer
     image = sorted((ROOT / 'data' / 'mini' / 'coco' / 'val2017').glob('*.jpg'))[0]
     cfg = Config.fromfile(str(ROOT / MASK_CFG))
     cfg.model.test_cfg.rcnn.score_thr = 0.  # a 1-iteration model's class scores are all near 1 / 81

@@ -4,12 +4,12 @@
   model's own ``predict`` on two real mini images (one padded batch of 2: dynamic batch and size):
   detectors the same count and the same detections (label equal, coordinates within 1e-3 relative) but for
   NMS ties (two candidates whose scores agree to float32 rounding, and what NMS / the top-K cut differently
-  because of them: ``emo_mm.onnx_export.unexplained_detections``), segmentors >= 99.9% equal pixels,
+  because of them: ``emo_mm.deploy.export.unexplained_detections``), segmentors >= 99.9% equal pixels,
   outright; weights are seeded by ``lively_init`` so that there ARE detections (random init detects nothing);
   Mask R-CNN configs: tests/test_export_two_stage.py;
 * the graph runs at another size than the export size, and pads its outputs to max_per_img with label -1;
-* ``emo_mm.deploy.OnnxModel`` (the config's own resize, boxes in original pixels) against mmdet's
-  ``inference_detector`` on original mini images; ``tools/export_onnx.py`` and ``tools/infer.py model.onnx``
+* ``emo_mm.deploy.runtime.OnnxModel`` (the config's own resize, boxes in original pixels) against mmdet's
+  ``inference_detector`` on original mini images; ``tools/deployment/export_onnx.py`` and ``tools/infer.py model.onnx``
   as a user runs them.
 """
 import glob
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from emo_mm import builder, onnx_export
+from emo_mm import deploy, models, testing
 from emo_mm.deploy import OnnxModel, Preprocess, deploy_metadata
-from emo_mm.inference import read_image_bgr
+from emo_mm.apis.inference import read_image_bgr
 
 from .conftest import ROOT, run_tool
 
@@ -58,39 +58,39 @@ def _small_batch(cfg, model, kind, imgs, hw):
 
 
 def _assert_same(kind, res):
-    """The export check of tools/export_onnx.py (emo_mm.onnx_export.disagreements): detectors the same
+    """The export check of tools/deployment/export_onnx.py (emo_mm.deploy.export.disagreements): detectors the same
     detections (label, box within 1e-3 relative) but for NMS ties -- two candidates whose scores agree to
     float32 rounding, and what NMS suppressed or the top-K cut because of that, down chains of overlapping
-    boxes -- and >= 75% outright (``onnx_export.OUTRIGHT_SHARE``; measured 0-3 ties in 200-400 detections
+    boxes -- and >= 75% outright (``deploy.OUTRIGHT_SHARE``; measured 0-3 ties in 200-400 detections
     per config, up to 35 of 200 in a chain; a wrong box or score in the graph would differ everywhere);
     segmentors >= 99.9% of the pixels equal outright (measured 99.98-100%)."""
     if kind == 'detector':
         assert sum(r['pytorch'] for r in res) > 0, 'PyTorch predicts no detections: the comparison would be empty'
-    assert not onnx_export.disagreements(kind, res), (onnx_export.disagreements(kind, res), res)
+    assert not deploy.disagreements(kind, res), (deploy.disagreements(kind, res), res)
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=[osp.relpath(c, ROOT / 'configs') for c in CONFIGS])
 def test_every_config_exports_and_matches_pytorch(config, mini_data, tmp_path):
-    model, kind, cfg = builder.build_model(config)
+    model, kind, cfg = models.build_model(config)
     assert kind in ('detector', 'segmentor')
-    onnx_export.lively_init(model, probe_size=64)
+    testing.lively_init(model, probe_size=64)
     f = str(tmp_path / 'm.onnx')
     meta = deploy_metadata(cfg, model, kind)
     assert meta['emo_mm.classes'], 'class names missing from the metadata'
-    onnx_export.export_end_to_end(model, kind, f, SMALL[kind], metadata=meta)
+    deploy.export_end_to_end(model, kind, f, SMALL[kind], metadata=meta)
     x = _small_batch(cfg, model, kind, _images(mini_data, kind), OTHER[kind])
-    _assert_same(kind, onnx_export.compare_end_to_end(model, kind, f, x))
+    _assert_same(kind, deploy.compare_end_to_end(model, kind, f, x))
 
 
 @pytest.fixture(scope='module')
 def ssdlite(tmp_path_factory):
     """SSDLite-EMO-1M with lively weights, exported (deploy backbone) at its 320x320 with metadata."""
     config = str(ROOT / 'configs/det/ssdlite_emo_1m.py')
-    model, kind, cfg = builder.build_model(config)
-    onnx_export.lively_init(model)
-    builder.switch_to_deploy(model)
+    model, kind, cfg = models.build_model(config)
+    testing.lively_init(model)
+    models.switch_to_deploy(model)
     f = str(tmp_path_factory.mktemp('onnx') / 'ssdlite.onnx')
-    onnx_export.export_end_to_end(model, kind, f, (320, 320), metadata=deploy_metadata(cfg, model, kind))
+    deploy.export_end_to_end(model, kind, f, (320, 320), metadata=deploy_metadata(cfg, model, kind))
     return model, cfg, f
 
 
@@ -98,7 +98,7 @@ def test_detector_graph_other_size_and_padding(ssdlite, mini_data):
     """Exported at 320x320, run at 256x384 (dynamic H, W); rows past the detections are score 0, label -1."""
     model, cfg, f = ssdlite
     x = _small_batch(cfg, model, 'detector', _images(mini_data, 'detector', 1), (256, 384))
-    _assert_same('detector', onnx_export.compare_end_to_end(model, 'detector', f, x))
+    _assert_same('detector', deploy.compare_end_to_end(model, 'detector', f, x))
     import onnxruntime as ort
     sess = ort.InferenceSession(f, providers=['CPUExecutionProvider'])
     dets, labels = sess.run(None, {'input': np.zeros((3, 3, 320, 320), np.float32)})
@@ -121,27 +121,27 @@ def test_onnx_model_matches_mmdet_inference_on_original_images(ssdlite, mini_dat
         got = onnx.predict(img)
         ref = inference_detector(model, img).pred_instances
         dets = np.concatenate([got['bboxes'], got['scores'][:, None]], 1)
-        res.append(onnx_export.match_detections(dets, got['labels'], ref))
-        res[-1]['unexplained'] = onnx_export.unexplained_detections(dets, got['labels'], ref, res[-1],
-                                                                    *onnx_export.nms_settings(model))
+        res.append(deploy.match_detections(dets, got['labels'], ref))
+        res[-1]['unexplained'] = deploy.unexplained_detections(dets, got['labels'], ref, res[-1],
+                                                                    *deploy.verify.nms_settings(model))
         assert got['bboxes'][:, 2].max() <= img.shape[1] and got['bboxes'][:, 3].max() <= img.shape[0]
     _assert_same('detector', res)
 
 
 def test_onnx_model_refuses_files_without_metadata(tmp_path):
     """A .onnx without emo_mm metadata (a classifier export) is refused with a message naming the file."""
-    model, kind, _ = builder.build_model(dict(type='emo_mm.EMO', arch='1m'))
+    model, kind, _ = models.build_model(dict(type='emo_mm.EMO', arch='1m'))
     f = str(tmp_path / 'backbone.onnx')
-    onnx_export.export_onnx(model, kind, f, (64, 64))
+    deploy.export_onnx(model, kind, f, (64, 64))
     with pytest.raises(ValueError, match='backbone.onnx has no emo_mm metadata'):
         OnnxModel(f)
 
 
 def test_export_and_infer_cli(tmp_path, mini_data):
-    """tools/export_onnx.py (check on real images) then tools/infer.py model.onnx draws the pictures."""
+    """tools/deployment/export_onnx.py (check on real images) then tools/infer.py model.onnx draws the pictures."""
     onnx = tmp_path / 'ssd.onnx'
     img = sorted(glob.glob(str(ROOT / MINI_DIRS['detector'] / '*.jpg')))[0]
-    out = run_tool('tools/export_onnx.py', 'configs/det/ssdlite_emo_1m.py', '--lively-init', '--out', onnx,
+    out = run_tool('tools/deployment/export_onnx.py', 'configs/det/ssdlite_emo_1m.py', '--lively-init', '--out', onnx,
                    '--check-images', img, '--check-batch', '2').stdout
     assert 'onnxruntime vs PyTorch predict at batch 2, 320x320' in out, out
     assert 'MISMATCH' not in out
@@ -152,8 +152,8 @@ def test_export_and_infer_cli(tmp_path, mini_data):
 
 
 def test_deploy_bench_quick_smoke(tmp_path):
-    """tools/deploy_bench.py --quick: every runtime row of both models, the reference at ratio 1, plain process."""
-    proc = run_tool('tools/deploy_bench.py', '--quick', '--threads', '1', '--out-dir', tmp_path, timeout=600)
+    """tools/analysis_tools/deploy_bench.py --quick: every runtime row of both models, the reference at ratio 1, plain process."""
+    proc = run_tool('tools/analysis_tools/deploy_bench.py', '--quick', '--threads', '1', '--out-dir', tmp_path, timeout=600)
     out = proc.stdout
     assert 'glibc default allocator (a plain process)' in out, out
     rows = [[c.strip() for c in line.strip().strip('|').split('|')] for line in out.splitlines()
@@ -182,8 +182,8 @@ def _verdict(onnx_rows, ref_rows, iou_thr=0.5, max_dets=4):
     r = np.array(ref_rows, np.float32)
     ref = SimpleNamespace(bboxes=torch.from_numpy(r[:, :4]), scores=torch.from_numpy(r[:, 4]),
                           labels=torch.from_numpy(r[:, 5].astype(np.int64)))
-    m = onnx_export.match_detections(dets, labels, ref)
-    return m['matched'], onnx_export.unexplained_detections(dets, labels, ref, m, iou_thr, max_dets)
+    m = deploy.match_detections(dets, labels, ref)
+    return m['matched'], deploy.unexplained_detections(dets, labels, ref, m, iou_thr, max_dets)
 
 
 def test_detection_verdict_allows_nms_ties_only():
@@ -212,15 +212,15 @@ def test_detection_verdict_allows_nms_ties_only():
 
 @pytest.mark.parametrize('attn_pre', [True, False], ids=['attn_pre', 'v_first'])
 def test_onnx_attention_twin_equals_block(attn_pre):
-    """emo_mm.onnx_rewrites' export twin of an EMO attention block computes what the block computes (plain
+    """emo_mm.deploy.rewrites' export twin of an EMO attention block computes what the block computes (plain
     and deploy, map a multiple of the window and not), and the end-to-end export swaps it in."""
     from emo_mm.models.backbones import EMO
-    from emo_mm.onnx_rewrites import WindowAttentionIRMB, as_traced, export_twin
+    from emo_mm.deploy.rewrites import WindowAttentionIRMB, as_traced, export_twin
     torch.manual_seed(0)
     arch, blocks = ('1m', 7 + 2) if attn_pre else ('2m', 8 + 2)  # EMO-1M's stage 4 needs attn_pre (588 / 8 heads)
-    net = onnx_export.lively_init(EMO(arch, out_indices=(3, 4), attn_pre=attn_pre, window_size=7), probe_size=64)
-    for deploy in (False, True):
-        if deploy:
+    net = testing.lively_init(EMO(arch, out_indices=(3, 4), attn_pre=attn_pre, window_size=7), probe_size=64)
+    for deploy_mode in (False, True):
+        if deploy_mode:
             net.switch_to_deploy()
         for block in (net.stage3[1], net.stage4[2]):
             twin = export_twin(block)
@@ -229,9 +229,9 @@ def test_onnx_attention_twin_equals_block(attn_pre):
                 x = torch.randn(2, block.qk.conv.in_channels, *hw)
                 with torch.no_grad():
                     ref, got = block(x), twin(x)
-                assert (got - ref).abs().max() <= 1e-5 * ref.abs().max(), (deploy, hw)
+                assert (got - ref).abs().max() <= 1e-5 * ref.abs().max(), (deploy_mode, hw)
     assert export_twin(net.stage3[0]) is None  # no attention: exported as it is
     with as_traced():
         assert export_twin(net.stage3[1]) is None
-    swapped = [t for *_, t in onnx_export._exportable_modules(net).swaps if isinstance(t, WindowAttentionIRMB)]
+    swapped = [t for *_, t in deploy.rewrites.ExportableModules(net).swaps if isinstance(t, WindowAttentionIRMB)]
     assert len(swapped) == blocks  # every attention block of stages 3 and 4

@@ -1,4 +1,4 @@
-"""End-to-end ONNX export of Mask R-CNN (emo_mm.onnx_two_stage), run in onnxruntime against PyTorch.
+"""End-to-end ONNX export of Mask R-CNN (emo_mm.deploy.two_stage), run in onnxruntime against PyTorch.
 
 * every configs/det/mask_rcnn_*.py exports with seeded weights (``lively_init``: random init detects
   nothing) and onnxruntime gives mmdet's own ``predict`` on real mini images: the same detections (label
@@ -6,7 +6,7 @@
   matched detection; the 1M at 96x128, exported at another size than it is run at, as one padded batch
   of 2 (dynamic batch and size), the other variants (same RPN / RoI / mask heads) at 64x64, one image;
 * padding rows of ``dets`` / ``labels`` / ``masks`` (score 0, label -1, mask 0);
-* ``emo_mm.deploy.OnnxModel`` and ``tools/infer.py``'s inferencer with the .onnx against the PyTorch
+* ``emo_mm.deploy.runtime.OnnxModel`` and ``tools/infer.py``'s inferencer with the .onnx against the PyTorch
   checkpoint on original mini images: same boxes and the same pasted masks;
 * clear errors: unsupported post-processing, a truncated .onnx, a wrong image.
 The tests keep fewer proposals and detections than the configs (the RoI and mask heads dominate the time).
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from emo_mm import builder, onnx_export
+from emo_mm import deploy, models, testing
 from emo_mm.deploy import OnnxModel, Preprocess, deploy_metadata
-from emo_mm.inference import read_image_bgr
+from emo_mm.apis.inference import read_image_bgr
 
 from .conftest import ROOT
 from .test_export import _flush_denormals  # noqa: F401  (autouse: seeded weights leave denormal activations)
@@ -35,7 +35,7 @@ SMALL_1M = {'model.test_cfg.rpn.max_per_img': 300, 'model.test_cfg.rcnn.max_per_
 SMALL_OTHERS = {'model.test_cfg.rpn.max_per_img': 50, 'model.test_cfg.rcnn.max_per_img': 5,
                 'model.roi_head.bbox_head.fc_out_channels': 128, 'model.roi_head.mask_head.conv_out_channels': 64}
 # a test resize without keep-ratio to a multiple of 32: no batch padding (the graph clips boxes to the padded
-# input, mmdet to the image; see emo_mm.deploy)
+# input, mmdet to the image; see emo_mm.deploy.runtime)
 RESIZE = dict(scale=[128, 96], keep_ratio=False, interpolation='bilinear', backend='cv2')
 
 
@@ -52,21 +52,21 @@ def _batch(cfg, model, imgs, hw):
 
 
 def _assert_same(res):
-    """tools/export_onnx.py's check (emo_mm.onnx_export.disagreements): the same detections but for NMS ties,
+    """tools/deployment/export_onnx.py's check (emo_mm.deploy.export.disagreements): the same detections but for NMS ties,
     and the matched detections' pasted masks >= 99.9% equal (each >= 99%)."""
     assert sum(r['pytorch'] for r in res) > 0, 'PyTorch predicts no detections: the comparison would be empty'
-    assert not onnx_export.disagreements('detector', res), (onnx_export.disagreements('detector', res), res)
+    assert not deploy.disagreements('detector', res), (deploy.disagreements('detector', res), res)
 
 
 @pytest.fixture(scope='module')
 def mask_rcnn_1m(tmp_path_factory, mini_data):
     """Mask R-CNN-EMOv2-1M, lively weights, exported at 96x128 with metadata resizing images to 96x128."""
-    model, kind, cfg = builder.build_model(str(ROOT / 'configs/det/mask_rcnn_emov2_1m.py'), SMALL_1M)
-    onnx_export.lively_init(model, probe_size=64)
+    model, kind, cfg = models.build_model(str(ROOT / 'configs/det/mask_rcnn_emov2_1m.py'), SMALL_1M)
+    testing.lively_init(model, probe_size=64)
     meta = deploy_metadata(cfg, model, kind)
     meta['emo_mm.preprocess']['resize'] = RESIZE
     f = str(tmp_path_factory.mktemp('two_stage') / 'mask_rcnn.onnx')
-    names, _ = onnx_export.export_end_to_end(model, kind, f, (96, 128), metadata=meta)
+    names, _ = deploy.export_end_to_end(model, kind, f, (96, 128), metadata=meta)
     assert names == ['dets', 'labels', 'masks']
     return model, cfg, f
 
@@ -75,17 +75,17 @@ def test_mask_rcnn_1m_matches_pytorch_at_another_size(mask_rcnn_1m):
     """Exported at 96x128, run on a batch of 2 real images at 128x96: detections and pasted masks agree."""
     model, cfg, f = mask_rcnn_1m
     x = _batch(cfg, model, _images(), (128, 96))
-    _assert_same(onnx_export.compare_end_to_end(model, 'detector', f, x))
+    _assert_same(deploy.compare_end_to_end(model, 'detector', f, x))
 
 
 @pytest.mark.parametrize('config', [c for c in CONFIGS if not c.endswith('_1m.py')],
                          ids=[osp.basename(c) for c in CONFIGS if not c.endswith('_1m.py')])
 def test_other_mask_rcnn_variants_export_and_match(config, tmp_path, mini_data):
-    model, kind, cfg = builder.build_model(config, SMALL_OTHERS)
-    onnx_export.lively_init(model, probe_size=64)  # a 32 probe leaves the 20M's stage 4 at 1x1: badly scaled
+    model, kind, cfg = models.build_model(config, SMALL_OTHERS)
+    testing.lively_init(model, probe_size=64)  # a 32 probe leaves the 20M's stage 4 at 1x1: badly scaled
     f = str(tmp_path / 'm.onnx')
-    onnx_export.export_end_to_end(model, kind, f, (64, 64))
-    _assert_same(onnx_export.compare_end_to_end(model, kind, f, _batch(cfg, model, _images(1), (64, 64))))
+    deploy.export_end_to_end(model, kind, f, (64, 64))
+    _assert_same(deploy.compare_end_to_end(model, kind, f, _batch(cfg, model, _images(1), (64, 64))))
 
 
 def test_padding_rows(mask_rcnn_1m):
@@ -108,7 +108,7 @@ def test_padding_rows(mask_rcnn_1m):
 def test_onnx_inferencer_draws_what_the_checkpoint_draws(mask_rcnn_1m, tmp_path):
     """tools/infer.py's inferencer with the .onnx vs with the PyTorch checkpoint, on original mini images
     (any size: the config's resize, boxes and masks back in image pixels): same boxes, labels and masks."""
-    from emo_mm.inference import build_inferencer, infer
+    from emo_mm.apis.inference import build_inferencer, infer
     model, cfg, f = mask_rcnn_1m
     cfg = cfg.copy()
     cfg.test_dataloader.dataset.pipeline[1].update(scale=(128, 96), keep_ratio=False)
@@ -140,7 +140,7 @@ def test_onnx_inferencer_draws_what_the_checkpoint_draws(mask_rcnn_1m, tmp_path)
 
 def test_clear_errors(mask_rcnn_1m, tmp_path):
     """Unsupported post-processing names the key; a truncated .onnx names the file; a wrong image its shape."""
-    from emo_mm.onnx_two_stage import TwoStageEndToEnd
+    from emo_mm.deploy.two_stage import TwoStageEndToEnd
     model, cfg, f = mask_rcnn_1m
     nms = model.test_cfg.rcnn.nms
     nms.type = 'soft_nms'

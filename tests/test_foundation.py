@@ -11,10 +11,10 @@ import torch
 from mmengine.config import Config
 
 import emo_mm  # noqa: F401
-from emo_mm.compat import CheckpointError, load_local_checkpoint
-from emo_mm.launch import resolve_config_path
-from emo_mm.mini import apply_mini, to_mini_path
-from emo_mm.preflight import PreflightError, check
+from emo_mm.utils.checkpoint_io import CheckpointError, load_local_checkpoint
+from emo_mm.apis.runner import resolve_config_path
+from emo_mm.datasets.mini import apply_mini, to_mini_path
+from emo_mm.apis.preflight import PreflightError, check
 
 from .conftest import ROOT, run_tool
 
@@ -109,7 +109,7 @@ def test_truncated_checkpoint_error_names_file(tmp_path):
 
 def test_restricted_getattr_allows_only_history_buffer_statistics():
     from mmengine.logging.history_buffer import HistoryBuffer
-    from emo_mm.compat import _history_buffer_getattr
+    from emo_mm.utils.compat import _history_buffer_getattr
     buffer = HistoryBuffer([1.0, 3.0], [1, 1])
     assert _history_buffer_getattr(HistoryBuffer, 'mean')(buffer) == 2.0
     for obj, name in [(HistoryBuffer, '__init__'), (HistoryBuffer, '__class__'), (buffer, 'mean'),
@@ -159,7 +159,7 @@ def test_mini_schedule_follows_length_given_in_cfg_options(mini_data):
     """``--mini --cfg-options train_cfg.max_epochs=N``: the schedulers are scaled to N epochs, not to the
     default 2 (the cosine would end at epoch 2 and leave the remaining epochs at half the learning rate)."""
     import argparse
-    from emo_mm.launch import add_common_args, prepare_config
+    from emo_mm.apis.runner import add_common_args, prepare_config
     parser = argparse.ArgumentParser()
     parser.add_argument('config')
     add_common_args(parser)
@@ -198,7 +198,7 @@ def test_train_without_dataset_stops_with_message(tmp_path):
     assert proc.returncode == 1
     assert f'COCO2017 not found: missing {tmp_path}/coco/' in proc.stderr
     assert 'Traceback' not in proc.stderr
-    assert 'tools/make_mini_data.py' in proc.stderr and '--mini' in proc.stderr
+    assert 'tools/misc/make_mini_data.py' in proc.stderr and '--mini' in proc.stderr
     assert not (tmp_path / 'wd').exists()
 
 

@@ -1,4 +1,4 @@
-"""Issue 4: tools/infer.py (detectors and segmentors, any image) and tools/results_table.py."""
+"""Issue 4: tools/infer.py (detectors and segmentors, any image) and tools/analysis_tools/results_table.py."""
 import json
 import re
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from emo_mm.inference import ImageReadError, read_image_bgr
-from emo_mm.results import load_metafile, read_work_dir
+from emo_mm.apis.inference import ImageReadError, read_image_bgr
+from emo_mm.analysis.results import load_metafile, read_work_dir
 
 from .conftest import ROOT, run_tool
 from .test_learning import learning_run, run_length
@@ -157,7 +157,7 @@ def test_infer_segmentor(images, tmp_path):
     assert 'classes:' in proc.stdout
 
 
-# ---------------------------------------------------------------------------------- tools/results_table.py
+# ---------------------------------------------------------------------------------- tools/analysis_tools/results_table.py
 def test_results_table_parses_finished_work_dir(trained):
     work = trained
     res = read_work_dir(str(work))
@@ -165,7 +165,7 @@ def test_results_table_parses_finished_work_dir(trained):
     assert res.codebase == 'mmdet' and res.step == FIT_EPOCHS and res.max_step == FIT_EPOCHS
     assert set(res.metrics) == {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'}
     pub = load_metafile(str(ROOT / 'configs' / 'det' / 'metafile.yml'))['ssdlite_emo_1m']
-    proc = run_tool('tools/results_table.py', work, timeout=300)
+    proc = run_tool('tools/analysis_tools/results_table.py', work, timeout=300)
     row = next(ln for ln in proc.stdout.splitlines() if ln.startswith('| ssdlite_emo_1m'))
     ap = res.metrics['AP']
     assert f'{ap:.1f} ({pub.metrics["AP"]:.1f}, {ap - pub.metrics["AP"]:+.1f})' in row, proc.stdout
@@ -184,7 +184,7 @@ def test_results_table_unfinished_work_dir(tmp_path):
         '\n'.join(json.dumps(x) for x in lines) + '\n')
     empty = tmp_path / 'empty'
     empty.mkdir()
-    proc = run_tool('tools/results_table.py', work, empty, '--no-complexity', check=False, timeout=120)
+    proc = run_tool('tools/analysis_tools/results_table.py', work, empty, '--no-complexity', check=False, timeout=120)
     assert proc.returncode == 1
     assert f'{work}: no result: no finished evaluation in the logs' in proc.stdout
     assert f'{empty}: no result: no mmengine log found' in proc.stdout

@@ -7,7 +7,7 @@ together well enough to learn the images they are trained on. Each fit trains on
 evaluated, by the run's own final validation, on the same images:
 
 * SSDLite-EMO-1M: the first 8 mini COCO train images, bbox mAP >= 0.5 (CocoMetric scores every image of
-  its ann_file, so train, val and metric read a json holding only those 8: ``emo_mm.mini.write_coco_subset``);
+  its ann_file, so train, val and metric read a json holding only those 8: ``emo_mm.datasets.mini.write_coco_subset``);
 * DeepLabv3-EMO-1M: the first 8 mini ADE20K training images, mIoU >= 50 (mmseg's mIoU averages the classes
   present in the labels or the predictions);
 * EMO-1M classifier: 32 mini ImageNet train images (3-4 of each of the 10 classes), top-1 >= 90%.
@@ -29,7 +29,7 @@ draws and tabulates the SSDLite checkpoint, tests/test_seg.py evaluates the Deep
 Only data, input size and schedule are overridden (``--mini`` plus ``--cfg-options``); the models are the
 configs'. What differs from the configs' recipes, and why:
 
-* schedule: 80-200 iterations (SSDLite: ``emo_mm.mini.SSDLITE_FIT_EPOCHS``) at a higher learning rate, warm-up
+* schedule: 80-200 iterations (SSDLite: ``emo_mm.datasets.mini.SSDLITE_FIT_EPOCHS``) at a higher learning rate, warm-up
   cut to 5 (RetinaNet: 30) iterations where the config warms up over 500, validation once at the end;
 * input size: 192x192 (SSDLite), 128 (RetinaNet), 256 crops (DeepLabv3), 112 crops (classifier);
 * SIMPLIFIED TRAIN PIPELINES. SSDLite: ``Expand`` off (``prob=0``), ``MinIoURandomCrop`` made the identity
@@ -51,7 +51,7 @@ import os.path as osp
 
 import pytest
 
-from emo_mm.mini import (NO_PHOTOMETRIC_DISTORTION, SSDLITE_FIT_EPOCHS, SSDLITE_FIT_LR, coco_fit_options,
+from emo_mm.testing import (NO_PHOTOMETRIC_DISTORTION, SSDLITE_FIT_EPOCHS, SSDLITE_FIT_LR, coco_fit_options,
                          step_key, write_coco_subset)
 
 from .conftest import ROOT, run_tool
@@ -68,9 +68,9 @@ VAL_PIPE = 'val_dataloader.dataset.pipeline'
 
 # task -> config, metric (key in the run's scalars.json), threshold, schedule key, fit length (epochs or
 # iterations), lr, the data / input-size / pipeline options (a function of the loaded config and a temp dir;
-# pipeline steps are found by type, see emo_mm.mini.step_key).
+# pipeline steps are found by type, see emo_mm.datasets.mini.step_key).
 # Measured (seed 0, one thread), fit / lr 0: SSDLite bbox mAP 0.872 (0.836 in an earlier run; 150 epochs at lr
-# 0.01, AVX-512 machine), 0.90 (200 at 0.02, AVX2-only machine, where 150 at 0.01 gave 0.455: emo_mm.mini) / 0.0
+# 0.01, AVX-512 machine), 0.90 (200 at 0.02, AVX2-only machine, where 150 at 0.01 gave 0.455: emo_mm.datasets.mini) / 0.0
 # (no box above the score threshold), RetinaNet 0.882 (4 images, AVX2-only machine) / 0.0, DeepLabv3 mIoU 58.5
 # (60.3-61.8 after 120 iterations at lr 0.003, 54.5 after 80 at 0.005) / 0.0, classifier top-1 96.9-100.0
 # (68.8 after 20 epochs) / 0.0.

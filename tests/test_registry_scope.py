@@ -12,9 +12,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from emo_mm.checkpointing import enable_exact_resume
-from emo_mm.data_checks import guard_pipelines
-from emo_mm.distributed import setup_cpu_distributed
+from emo_mm.engine.checkpoint import enable_exact_resume
+from emo_mm.datasets.checks import guard_pipelines
+from emo_mm.engine.distributed import setup_cpu_distributed
 
 from .conftest import ROOT
 
@@ -37,7 +37,7 @@ def _dump_as_train_py_does(config, path, monkeypatch):
     return path
 
 
-def test_dumped_config_rebuilds_in_stock_registries_without_importing_emo_mm(tmp_path, monkeypatch):
+def test_dumped_config_rebuilds_in_stock_registries_without_importing_emo_mm(tmp_path, monkeypatch, mini_data):
     dumped = {codebase: str(_dump_as_train_py_does(config, tmp_path / f'{codebase}.py', monkeypatch))
               for codebase, config in CONFIGS.items()}
     missing_image = str(tmp_path / 'missing.jpg')
@@ -70,7 +70,7 @@ def test_dumped_config_rebuilds_in_stock_registries_without_importing_emo_mm(tmp
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {line.split()[0]: line.split(' ', 1)[1] for line in proc.stdout.splitlines()}
-    # the seg config is iteration-based: no exact-resume hook there (emo_mm.checkpointing says why)
+    # the seg config is iteration-based: no exact-resume hook there (emo_mm.engine.checkpoint says why)
     for codebase, resume_hooks in (('mmdet', 1), ('mmseg', 0), ('mmpretrain', 1)):
         assert rows[codebase] == (f"{resume_hooks} CheckedLoading LoadImageFromFile "
                                   "CPUDistributedDataParallel 3 BadDataError:file_not_found"), rows
@@ -88,7 +88,7 @@ def test_exact_resume_hook_is_added_once_also_next_to_an_old_bare_name():
 
 def test_inference_unwraps_the_checked_loading_of_a_dumped_test_config():
     """tools/test.py wraps the test pipeline's loaders; the inferencers need the bare LoadImageFromFile back."""
-    from emo_mm.data_checks import unguard_pipelines
+    from emo_mm.datasets.checks import unguard_pipelines
     cfg = Config.fromfile(ROOT / CONFIGS['mmdet'])
     original = [dict(step) for step in cfg.test_dataloader.dataset.pipeline]
     guard_pipelines(cfg, ('test_dataloader',))
@@ -105,7 +105,7 @@ def test_inference_unwraps_the_checked_loading_of_a_dumped_test_config():
 
 def test_checkpoint_argument_is_checked_before_anything_is_built(tmp_path):
     """tools/test.py CKPT and tools/train.py --resume CKPT: one line naming the file, not a runner traceback."""
-    from emo_mm.launch import exit_if_checkpoint_unusable
+    from emo_mm.apis.runner import exit_if_checkpoint_unusable
     good = tmp_path / 'epoch_1.pth'
     torch.save({'state_dict': {'w': torch.ones(1000)}}, good)
     exit_if_checkpoint_unusable(str(good), 'checkpoint')
@@ -121,7 +121,7 @@ def test_checkpoint_argument_is_checked_before_anything_is_built(tmp_path):
 
 def test_resume_fallback_skips_best_checkpoints(tmp_path):
     """A best_*.pth (no optimizer, no schedulers) newer than the epoch checkpoint of its epoch is not resumed."""
-    from emo_mm.checkpointing import find_resumable_checkpoint
+    from emo_mm.engine.checkpoint import find_resumable_checkpoint
     for i, name in enumerate(('epoch_2.pth', 'best_accuracy_top1_epoch_2.pth', 'epoch_3.pth')):
         torch.save({'meta': {'epoch': 2}}, tmp_path / name)
         os.utime(tmp_path / name, (1000 + i, 1000 + i))

@@ -26,11 +26,11 @@ from mmengine.runner import save_checkpoint
 from PIL import Image
 
 import emo_mm  # noqa: F401
-from emo_mm.checkpointing import (TEMP_SUFFIX, AtomicLocalBackend, checkpoint_problem, enable_atomic_checkpoints,
+from emo_mm.engine.checkpoint import (TEMP_SUFFIX, AtomicLocalBackend, checkpoint_problem, enable_atomic_checkpoints,
                                   find_resumable_checkpoint, get_random_state, set_random_state)
-from emo_mm.compat import load_local_checkpoint
-from emo_mm.data_checks import BadDataError, annotation_problem, guard_pipelines, image_file_problem
-from emo_mm.preflight import PreflightError, check
+from emo_mm.utils.checkpoint_io import load_local_checkpoint
+from emo_mm.datasets.checks import BadDataError, annotation_problem, guard_pipelines, image_file_problem
+from emo_mm.apis.preflight import PreflightError, check
 
 from .conftest import CLS_TINY_RUN, ROOT, run_tool
 

@@ -101,7 +101,7 @@ def test_config_trains_one_iteration_and_evaluates(path, mini_data, tmp_path):
     """Every config, through the --mini override: 1 iteration (batch 2), then mIoU on one val image."""
     from mmengine.runner import Runner
 
-    from emo_mm.mini import apply_mini
+    from emo_mm.datasets.mini import apply_mini
     cfg = _load_cfg(path)
     apply_mini(cfg, 'mmseg', iters=1)
     _shrink(cfg)
@@ -120,7 +120,7 @@ def test_config_trains_one_iteration_and_evaluates(path, mini_data, tmp_path):
 
 def _random_official_state_dict(arch):
     """A classification checkpoint in the official flat layout (stage0..., norm.norm.*, head.*), random."""
-    from emo_mm.models.checkpoint import build_backbone
+    from emo_mm.models.pretrained import build_backbone
     gen = torch.Generator().manual_seed(0)
     state = {}
     backbone = build_backbone(arch, final_norm=True)
@@ -134,7 +134,7 @@ def _random_official_state_dict(arch):
 @pytest.mark.parametrize('family', ['emo', 'emov2'])
 def test_converted_official_checkpoint_loads_into_segmentor(family, tmp_path):
     """Official layout -> tools' converter -> init_cfg Pretrained(prefix='backbone.'): every backbone tensor."""
-    from emo_mm.models.checkpoint import convert_official
+    from emo_mm.models.pretrained import convert_official
     from mmengine.logging import MMLogger
     for size in ('1m', '5m'):
         arch = f'{family}-{size}'
@@ -156,13 +156,13 @@ def test_converted_official_checkpoint_loads_into_segmentor(family, tmp_path):
 
 @pytest.mark.parametrize('path', SEG_CONFIGS)
 def test_complexity_matches_published(path):
-    """tools/get_flops.py counting at 512x512 vs spec 5.4 (README: the conventions and the two v1-5M FLOPs).
+    """tools/analysis_tools/get_flops.py counting at 512x512 vs spec 5.4 (README: the conventions and the two v1-5M FLOPs).
 
     The published numbers are the counters' output cut (not rounded) to one decimal: published <= ours <
     published + 0.1. EMO v1 (mmseg 0.28 / mmcv counter) counted the auxiliary FCN head's parameters, EMOv2
     (mmseg 1.x get_flops) removed it first. FLOPs never include the auxiliary head.
     """
-    from emo_mm.complexity import get_complexity
+    from emo_mm.analysis.complexity import get_complexity
     name = _name(path)
     v2 = '_emov2_' in name
     pub_params, pub_flops = PUBLISHED[name]
@@ -229,7 +229,7 @@ def _tools_test_miou(work_dir, name, *options):
     side instead of 512)."""
     from mmengine.config import Config
 
-    from emo_mm.mini import step_key
+    from emo_mm.testing import step_key
     ckpt = osp.join(work_dir, f"iter_{run_length(SEG_FIT, 'fit')}.pth")
     assert osp.isfile(ckpt)
     config = 'configs/seg/deeplabv3_emo_1m.py'

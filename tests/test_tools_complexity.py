@@ -1,7 +1,7 @@
-"""Complexity, ONNX export and benchmark tools (tools/get_flops.py, tools/export_onnx.py, tools/benchmark.py).
+"""Complexity, ONNX export and benchmark tools (tools/analysis_tools/get_flops.py, tools/deployment/export_onnx.py, tools/analysis_tools/benchmark.py).
 
-* params / FLOPs of every classification variant through :func:`emo_mm.complexity.params_and_flops` (the
-  function behind tools/get_flops.py): params exactly as in the papers' tables, FLOPs within 2%;
+* params / FLOPs of every classification variant through :func:`emo_mm.analysis.complexity.params_and_flops` (the
+  function behind tools/analysis_tools/get_flops.py): params exactly as in the papers' tables, FLOPs within 2%;
 * get_flops / export_onnx / benchmark --quick as subprocesses (what a user runs), the benchmark's per-model
   process;
 * ONNX (dynamic batch/height/width) vs PyTorch parity with onnxruntime at the export size and at another
@@ -16,7 +16,10 @@ import sys
 import pytest
 import torch
 
-from emo_mm import builder, complexity, onnx_export, variants
+from emo_mm import models
+from emo_mm.deploy import check_onnx, export_onnx
+from emo_mm.analysis import complexity
+from emo_mm.models import variants
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -50,11 +53,11 @@ def test_attention_matmuls_are_counted():
 
 def test_sdpa_is_counted_like_matmul():
     """Deploy mode runs attention through scaled_dot_product_attention: same count as the two matmuls."""
-    model, kind, _ = builder.build_model(variants.variant_backbone_cfg('EMOv2-1M'))
+    model, kind, _ = models.build_model(variants.variant_backbone_cfg('EMOv2-1M'))
     x = torch.randn(1, 3, 224, 224)
-    plain = complexity.flop_analyzer(builder.TensorForward(model, kind), (x, )).by_operator()
-    builder.switch_to_deploy(model)
-    deploy = complexity.flop_analyzer(builder.TensorForward(model, kind), (x, )).by_operator()
+    plain = complexity.flop_analyzer(models.TensorForward(model, kind), (x, )).by_operator()
+    models.switch_to_deploy(model)
+    deploy = complexity.flop_analyzer(models.TensorForward(model, kind), (x, )).by_operator()
     assert deploy.get('scaled_dot_product_attention', 0) == plain['matmul']
 
 
@@ -76,7 +79,7 @@ def test_get_flops_cli():
     cfg = variants.find_cls_config('EMO-1M')
     if cfg is None:
         pytest.skip('configs/cls EMO-1M config missing')
-    out = _run(['tools/get_flops.py', osp.relpath(cfg, ROOT), '--detail', '--depth', '1'])
+    out = _run(['tools/analysis_tools/get_flops.py', osp.relpath(cfg, ROOT), '--detail', '--depth', '1'])
     assert 'Input shape: (1, 3, 224, 224)' in out
     assert 'Params: 1.361 M' in out
     flops = float(re.search(r'FLOPs: ([\d.]+) G', out).group(1))
@@ -113,17 +116,17 @@ def test_onnx_dynamic_export_parity(tmp_path, name, kind, deploy):
         cfg = variants.variant_cls_cfg(name)
     else:
         cfg = variants.variant_backbone_cfg(name, out_indices=(1, 2, 3, 4))
-    model, got_kind, _ = builder.build_model(cfg)
+    model, got_kind, _ = models.build_model(cfg)
     assert got_kind == kind
     _randomize(model)
     if deploy:
-        builder.switch_to_deploy(model)
+        models.switch_to_deploy(model)
     f = str(tmp_path / 'model.onnx')
-    names, _ = onnx_export.export_onnx(model, kind, f, (224, 224), opset=17)
+    names, _ = export_onnx(model, kind, f, (224, 224), opset=17)
     assert len(names) == (1 if kind == 'classifier' else 4)
     # export size, then a size whose stage-3/4 maps (16x20, 8x10) need window padding, at batch 2
     for shape, batch in (((224, 224), 1), ((256, 320), 2)):
-        diff, scale = onnx_export.check_onnx(model, kind, f, shape, batch)
+        diff, scale = check_onnx(model, kind, f, shape, batch)
         assert scale > 1e-2, scale  # the outputs are not degenerate
         assert diff <= REL_TOL * max(1.0, scale), (name, deploy, shape, diff, scale)
 
@@ -132,7 +135,7 @@ def test_export_onnx_cli(tmp_path):
     cfg = variants.find_cls_config('EMO-1M')
     if cfg is None:
         pytest.skip('configs/cls EMO-1M config missing')
-    out = _run(['tools/export_onnx.py', osp.relpath(cfg, ROOT), '--out', str(tmp_path / 'emo.onnx'), '--deploy'])
+    out = _run(['tools/deployment/export_onnx.py', osp.relpath(cfg, ROOT), '--out', str(tmp_path / 'emo.onnx'), '--deploy'])
     assert osp.exists(tmp_path / 'emo.onnx')
     diffs = [float(d) for d in re.findall(r'max abs diff ([\d.e+-]+)', out)]
     assert len(diffs) == 2 and max(diffs) < 1e-3, out
@@ -140,7 +143,7 @@ def test_export_onnx_cli(tmp_path):
 
 
 def test_benchmark_worker_times_its_model_in_a_process_of_its_own():
-    from emo_mm.benchmarking import ModelWorker, build_bench_model
+    from emo_mm.analysis.benchmark import ModelWorker, build_bench_model
     worker, unknown = ModelWorker('EMO-1M', deploy=True, threads=1), ModelWorker('NoSuchNet')
     try:
         model, _ = build_bench_model('EMO-1M', deploy=True)
@@ -157,7 +160,7 @@ def test_benchmark_worker_times_its_model_in_a_process_of_its_own():
 
 
 def test_benchmark_quick_smoke():
-    out = _run(['tools/benchmark.py', '--quick', '--threads', '1'])
+    out = _run(['tools/analysis_tools/benchmark.py', '--quick', '--threads', '1'])
     rows = [line for line in out.splitlines() if line.startswith('| 1 | 224 |')]
     found = {tuple(c.strip() for c in r.strip('|').split('|')[2:5]) for r in rows}
     # every model under both ways a user's process runs without gradients

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from emo_mm.mini import SSDLITE_FIT_EPOCHS, SSDLITE_FIT_LR, coco_fit_options, write_coco_subset
+from emo_mm.testing import SSDLITE_FIT_EPOCHS, SSDLITE_FIT_LR, coco_fit_options, write_coco_subset
 
 CONFIG = 'configs/det/ssdlite_emo_1m.py'
 COCO = 'data/mini/coco'
@@ -63,7 +63,7 @@ def main():
     start = time.time()
     work = args.work_dir
 
-    run(['tools/make_mini_data.py'])
+    run(['tools/misc/make_mini_data.py'])
     os.makedirs(work, exist_ok=True)
     subset = write_coco_subset(f'{COCO}/annotations/instances_train2017.json',  # absolute: not under data_root
                                os.path.abspath(f'{work}/instances_fit{FIT_IMAGES}.json'), FIT_IMAGES)

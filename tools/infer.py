@@ -4,7 +4,7 @@
 
     python tools/infer.py configs/det/ssdlite_emo_1m.py work_dirs/ssdlite_emo_1m/epoch_120.pth demo.jpg
     python tools/infer.py configs/seg/deeplabv3_emo_1m.py work_dirs/.../iter_80000.pth a.png b.jpg
-    python tools/infer.py ssdlite_emo_1m.onnx demo.jpg      # a tools/export_onnx.py file, in onnxruntime
+    python tools/infer.py ssdlite_emo_1m.onnx demo.jpg      # a tools/deployment/export_onnx.py file, in onnxruntime
 
 Detectors (config default_scope 'mmdet') get boxes with class names and scores drawn (Mask R-CNN:
 the instance masks too), segmentors ('mmseg') a colour overlay of the predicted classes. One picture
@@ -19,7 +19,7 @@ import sys
 def parse_args():
     parser = argparse.ArgumentParser(description='Run a detector / segmentor on image files and draw the result',
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument('config', help='config file (detector or segmentor), or a .onnx from tools/export_onnx.py')
+    parser.add_argument('config', help='config file (detector or segmentor), or a .onnx from tools/deployment/export_onnx.py')
     # optional for argparse only: after a .onnx the second positional is the first image
     parser.add_argument('checkpoint', nargs='?', help="trained checkpoint (.pth); 'none' = random weights "
                         "(smoke test); no checkpoint after a .onnx")
@@ -47,7 +47,7 @@ def main():
                  "'none' = random weights)")
     elif not args.images:
         sys.exit('error: no image files given (CONFIG CHECKPOINT IMAGE [IMAGE ...])')
-    from emo_mm.inference import ImageReadError, infer
+    from emo_mm.apis import ImageReadError, infer
     ckpt = None if args.checkpoint.lower() == 'none' else args.checkpoint
     try:
         results = infer(args.config, ckpt, args.images, out_dir=args.out_dir, score_thr=args.score_thr,

@@ -2,14 +2,14 @@
 
 Numerically equivalent to the official ``model/emo.py`` (zhangzjn/EMO) and its mmdet/mmseg wrappers, with the
 official parameter names, so the released ``net.pth`` files load as they are (after
-``tools/convert_official.py``, which only adds the ``backbone.`` prefix).
+``tools/model_converters/convert_official.py``, which only adds the ``backbone.`` prefix).
 """
 import torch.nn as nn
 
+from emo_mm.models.backbones.base import EMOBackboneBase
+from emo_mm.models.layers import (ConvNormAct, DropPath, PackedWeight, SqueezeExcite, bn_affine, build_norm, deploy_conv,
+                                  ew_mhsa, fold_affine_into_next_conv, fold_bn_into_conv)
 from emo_mm.registry import register_model
-from .emo_layers import (ConvNormAct, DropPath, EMOBackboneBase, SqueezeExcite, bn_affine, build_norm, ew_mhsa,
-                         fold_affine_into_next_conv, fold_bn_into_conv)
-from .onednn_deploy import PackedWeight, deploy_conv
 
 
 class MSPatchEmb(nn.Module):
@@ -138,7 +138,7 @@ class EMO(EMOBackboneBase):
             False = the paper's formulation (``v`` first). Same weights, different outputs.
         pretrained (str, optional): checkpoint path (mmseg passes ``model.pretrained`` here).
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')`` loads a
-            converted checkpoint through :func:`emo_mm.models.checkpoint.load_pretrained`.
+            converted checkpoint through :func:`emo_mm.models.pretrained.load_pretrained`.
     """
     arch_prefix = 'emo'
     arch_settings = {

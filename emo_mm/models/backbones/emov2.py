@@ -2,13 +2,15 @@
 ("spanning", SEW-MHSA) window attention.
 
 Numerically equivalent to the official ``model/lib_emo/emo2.py`` (zhangzjn/EMOv2) and its mmdet/mmseg
-``EMO2`` wrappers (with BN+SiLU ``conv_local``, see the spec 2.4), with the official parameter names.
+``EMO2`` wrappers (whose ``conv_local`` is BN+SiLU, as in the released downstream configs), with the official
+parameter names.
 """
 import torch.nn as nn
 
+from emo_mm.models.backbones.base import EMOBackboneBase
+from emo_mm.models.layers import (ConvNormAct, DropPath, LayerScale2d, bn_affine, build_norm, ew_mhsa,
+                                  fold_affine_into_next_conv)
 from emo_mm.registry import register_model
-from .emo_layers import (ConvNormAct, DropPath, EMOBackboneBase, LayerScale2d, bn_affine, build_norm,
-                         ew_mhsa, fold_affine_into_next_conv)
 
 
 class ConvEop(nn.Module):
