@@ -21,10 +21,13 @@ from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
+
+from emo_mm.datasets import apply_mini, unguard_pipelines
 from emo_mm.deploy import OnnxModel
 from emo_mm.utils.config import dataset_metainfo, drop_pretrained
 
-CODEBASES = ('mmdet', 'mmseg')
+# the codebases whose inferencers draw predictions (classifiers have no picture to draw)
+INFER_CODEBASES = ('mmdet', 'mmseg')
 
 
 class ImageReadError(ValueError):
@@ -125,20 +128,18 @@ def build_inferencer(config, checkpoint: Optional[str], device: Optional[str] = 
     import torch
     from mmengine.config import Config
 
-    from emo_mm.datasets.checks import unguard_pipelines
     if isinstance(config, str) and config.endswith('.onnx'):  # tools/deployment/export_onnx.py output: onnxruntime
         inferencer = OnnxInferencer(config)
         return inferencer, inferencer.codebase
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
     cfg = copy.deepcopy(cfg)
     codebase = cfg.get('default_scope')
-    if codebase not in CODEBASES:
+    if codebase not in INFER_CODEBASES:
         raise ValueError(f'tools/infer.py handles detectors and segmentors: config default_scope is '
-                         f'{codebase!r}, expected one of {CODEBASES}')
+                         f'{codebase!r}, expected one of {INFER_CODEBASES}')
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
     if mini:
-        from emo_mm.datasets.mini import apply_mini
         apply_mini(cfg, codebase)
     # a config dumped by tools/test.py has its loading steps wrapped in CheckedLoading
     unguard_pipelines(cfg)

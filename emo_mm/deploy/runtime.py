@@ -32,6 +32,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+
 def ort_session(onnx_file: str, threads: Optional[int] = None, **options):
     """An onnxruntime CPU session of ``onnx_file`` with ``threads`` intra-op threads (None: onnxruntime's
     default) and quiet logging; ``options`` set further ``SessionOptions`` attributes."""

@@ -40,6 +40,7 @@ class _RoIAlign(torch.autograd.Function):
     def forward(ctx, feat, rois, out_h: int, out_w: int, spatial_scale: float, sampling_ratio: int,
                 aligned: bool):
         from mmcv.ops import roi_align
+
         # contiguous: mmcv's kernel reads NCHW memory (a deploy-mode backbone gives channels-last maps)
         return roi_align(feat.contiguous(), rois, (out_h, out_w), spatial_scale, sampling_ratio, 'avg', aligned)
 

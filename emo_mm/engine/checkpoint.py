@@ -31,8 +31,8 @@ from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from emo_mm.utils.checkpoint_io import load_local_checkpoint, zip_checkpoint_problem
 from emo_mm.registry import register_hook, scoped
+from emo_mm.utils.checkpoint_io import load_local_checkpoint, zip_checkpoint_problem
 
 TEMP_SUFFIX = '.partial'
 

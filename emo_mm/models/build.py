@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+
 from emo_mm.utils.config import drop_pretrained, test_pipelines
 
 
