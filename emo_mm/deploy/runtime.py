@@ -1,6 +1,6 @@
 """Run an exported detector / segmentor (``tools/deployment/export_onnx.py``) in onnxruntime on a user's images.
 
-    from emo_mm.deploy.runtime import OnnxModel
+    from emo_mm.deploy import OnnxModel
     model = OnnxModel('ssdlite_emo_1m.onnx')
     res = model.predict(cv2.imread('demo.jpg'))   # BGR uint8, any size
     res['bboxes'], res['scores'], res['labels']    # detectors: boxes in the image's own pixels
