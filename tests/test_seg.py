@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from .conftest import ROOT, run_tool
+from .conftest import ROOT, official_weights, run_tool
 from .test_learning import learning_run, run_length
 
 # DeepLabv3 and PSPNet (EMO, EMOv2 incl. 20M); SegFormer head / Semantic FPN: tests/test_emov2_family.py
@@ -76,7 +76,7 @@ def test_configs_parse_with_official_settings():
         assert bb.window_size == (10 if v2 else 16 if name.endswith('5m') else 7)
         size = name.rsplit('_', 1)[1]
         assert bb.init_cfg == dict(type='Pretrained', prefix='backbone.',
-                                   checkpoint=f"checkpoints/{'emov2' if v2 else 'emo'}_{size}_in1k.pth")
+                                   checkpoint=official_weights('emov2' if v2 else 'emo', size))
         assert cfg.model.pretrained is None
         dec, aux = cfg.model.decode_head, cfg.model.auxiliary_head
         assert dec.type == ('ASPPHead' if name.startswith('deeplabv3') else 'PSPHead')

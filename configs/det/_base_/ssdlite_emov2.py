@@ -1,4 +1,4 @@
-# SSDLite with an EMOv2 backbone: the official recipe (spec 4.2, EMOv2 repo
+# SSDLite with an EMOv2 backbone: the official recipe (EMOv2 repo
 # `downstreams/det/configs/ssd/ssdlite_emo2_xM_8gpu_2lr_coco.py`, mmdet 3.3). Model, anchors, pipeline and
 # RepeatDataset x5 as for EMO v1 (./ssdlite_emo.py). Differences:
 #   backbone  emo_mm.EMOv2, window 10 for every size, out_indices (3, 4), frozen_stages -1, norm_eval True
@@ -11,10 +11,7 @@
 _base_ = './ssdlite_emo.py'
 
 model = dict(
-    backbone=dict(
-        type='emo_mm.EMOv2',
-        window_size=10,
-        init_cfg=dict(checkpoint='checkpoints/emov2_1m_in1k.pth')),
+    backbone=dict(type='emo_mm.EMOv2', window_size=10),
     neck=dict(in_channels=(80, 180), out_channels=(80, 180, 512, 256, 256, 128)),
     bbox_head=dict(in_channels=(80, 180, 512, 256, 256, 128)))
 
