@@ -215,20 +215,31 @@ def test_mask_rcnn_params_equal_readme(name):
     """Params only: a two-stage detector's FLOPs depend on the proposals, i.e. on trained weights."""
     from emo_mm.models.build import build_model
     model, kind, _ = build_model(str(_path(name)))
-    cells = _readme_rows(DET_DIR / 'README.md', 6)[name]  # config | backbone | params | paper | FLOPs | box AP
+    # config | backbone | FLOPs at | params ours | params paper | FLOPs ours | FLOPs paper | notes | box / mask AP
+    cells = _readme_rows(DET_DIR / 'README.md', 9)[name]
+    pub = load_metafile(str(DET_DIR / 'metafile.yml'))[name]
     assert kind == 'detector' and cells[1] == f'EMOv2-{_size(name).upper()}'
-    assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - float(cells[2])) < 6e-4
-    assert (cells[3], cells[4], float(cells[5])) == ('-', '-', BOX_AP[_size(name)])
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    assert abs(params - float(cells[3])) < 6e-4
+    assert (float(cells[4]), float(cells[6])) == (pub.params_m, pub.flops_g)
+    assert pub.params_m <= params < pub.params_m + 0.1  # the paper's count cut off to 0.1 M
+    assert float(cells[8].split('/')[0]) == BOX_AP[_size(name)]
 
 
 @pytest.mark.parametrize('name', SEG_CONFIGS)
 def test_segmentor_params_and_flops_equal_readme(name):
     from emo_mm.analysis.complexity import get_complexity
     res = get_complexity(str(_path(name)), (512, 512))
-    cells = _readme_rows(SEG_DIR / 'README.md', 4)[name]  # config | params | FLOPs | mIoU published
-    assert abs(res['params'] / 1e6 - float(cells[1])) < 6e-4
-    assert abs(res['flops'] / 1e9 - float(cells[2])) < 6e-4
-    assert float(cells[3]) == MIOU[name.split('_')[0]][_size(name)]
+    # config | backbone | head | iters | params ours | params paper | FLOPs ours | FLOPs paper | mIoU paper
+    cells = _readme_rows(SEG_DIR / 'README.md', 9)[name]
+    params, flops = res['params'] / 1e6, res['flops'] / 1e9
+    assert abs(params - float(cells[4])) < 6e-4
+    assert abs(flops - float(cells[6])) < 6e-4
+    pub = load_metafile(str(SEG_DIR / 'metafile.yml'))[name]
+    assert (float(cells[5]), float(cells[7])) == (pub.params_m, pub.flops_g)
+    # the paper's counts cut off to one decimal (SegFormer-20M's 20.3998 M printed as 20.4: rounded)
+    assert pub.params_m - 5e-4 <= params < pub.params_m + 0.1 and pub.flops_g <= flops < pub.flops_g + 0.1
+    assert float(cells[8]) == MIOU[name.split('_')[0]][_size(name)]
 
 
 # ------------------------------------------------------------------------- Mask R-CNN through the tools

@@ -59,7 +59,8 @@ def _steps(pipeline):
 def _check_backbone(bb, size, det):
     assert (bb.type, bb.arch, bb.window_size, tuple(bb.out_indices)) == ('emo_mm.EMOv2', size, 10, (1, 2, 3, 4))
     assert (bb.frozen_stages, bb.norm_eval) == ((1, True) if det else (-1, False))
-    assert _plain(bb.init_cfg) == dict(type='Pretrained', checkpoint=official_weights('emov2', size), prefix='backbone.')
+    weights = official_weights('emov2', size)
+    assert _plain(bb.init_cfg) == dict(type='Pretrained', checkpoint=weights, prefix='backbone.')
 
 
 # ------------------------------------------------------------------------------------------- SegFormer / FPN
