@@ -30,7 +30,7 @@ PUBLISHED = {
 
 # The trained DeepLabv3-EMO-1M of these tests is tests/test_learning.py's fit (trained once per session): from
 # scratch, 120 iterations on the first 8 mini ADE20K training images (seed 0). Measured on the 20 held-out mini
-# val images: mIoU 57.4 (aAcc 91.6); an untrained model scores 0.0-0.4 (configs/seg/README.md, "Mini-set check").
+# val images: mIoU 57.4 (aAcc 91.6); an untrained model scores 0.0-0.4 (docs/learning_evidence.md).
 HELD_OUT_MIOU_MIN = 20.0
 SEG_FIT = 'deeplabv3_emo_1m'
 # tools/test.py on the fit's own 8 images (its validation set)
