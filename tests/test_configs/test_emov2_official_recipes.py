@@ -247,3 +247,12 @@ def test_official_norm_names_follow_the_log_layout():
     assert {'backbone.stage0.1.norm.bias', 'backbone.stage1.0.conv_local.norm.weight', 'backbone.stage2.1.norm.bias',
             'backbone.stage3.7.norm.norm.weight', 'backbone.stage4.2.conv_local.norm.bias'} <= names
     assert not any(n.startswith('backbone.stage4.3.') for n in names)
+
+
+def test_imagenet_configs_train_from_scratch():
+    """The ImageNet recipes train the backbones; only the det / seg configs start from released weights."""
+    paths = sorted((ROOT / 'configs' / 'cls').glob('*.py'))
+    assert paths
+    for path in paths:
+        model = Config.fromfile(str(path)).model
+        assert model.backbone.get('init_cfg') is None and model.get('init_cfg') is None, path.name
