@@ -193,7 +193,7 @@ def _resolved_multipliers(path):
     """{trainable parameter name: (lr, weight_decay)} as mmengine's optimizer constructor sets them."""
     from mmengine.optim import DefaultOptimWrapperConstructor
 
-    from emo_mm.builder import build_model
+    from emo_mm.models.build import build_model
     model, _, cfg = build_model(str(ROOT / path))
     model.train()  # frozen stages are applied in train mode as well
     optim_cfg = cfg.optim_wrapper.to_dict()
