@@ -9,6 +9,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def official_weights(family, size):
+    """The ImageNet weights a det / seg config of ``family`` ('emo' / 'emov2') and ``size`` starts from.
+
+    The official release files (EMO: the committed ``net.pth``; EMOv2: the non-KD 224 file); EMOv2-20M has none,
+    its configs name a local file.
+    """
+    if family == 'emo':
+        return f'https://github.com/zhangzjn/EMO/raw/main/resources/EMO_{size.upper()}/net.pth'
+    if size == '20m':
+        return 'checkpoints/emov2_20m_in1k.pth'
+    return f'https://github.com/zhangzjn/data/raw/main/emov2_pretrained_weights/EMOv2_{size.upper()}_224.pth'
+
+
 def run_tool(*args, timeout=900, check=True):
     """Run ``python tools/<args>`` from the repo root as a user would; returns the CompletedProcess."""
     proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,

@@ -21,7 +21,7 @@ import emo_mm  # noqa: F401
 from emo_mm.datasets.mini import apply_mini
 from emo_mm.models.pretrained import build_backbone, convert_official
 
-from .conftest import ROOT, run_tool
+from .conftest import ROOT, official_weights, run_tool
 
 DET_DIR = ROOT / 'configs' / 'det'
 # SSDLite and RetinaNet (EMO, EMOv2 incl. 20M); Mask R-CNN: tests/test_emov2_family.py
@@ -64,7 +64,7 @@ def test_config_values(name):
     assert (bb.type, bb.arch, bb.window_size, tuple(bb.out_indices), bb.frozen_stages, bb.norm_eval) == \
         (btype, arch, window, out_indices, frozen, True)
     assert bb.init_cfg == dict(type='Pretrained', prefix='backbone.',
-                               checkpoint=f"checkpoints/{btype.split('.')[-1].lower()}_{arch}_in1k.pth")
+                               checkpoint=official_weights(btype.split('.')[-1].lower(), arch))
     assert cfg.default_scope == 'mmdet' and cfg.train_dataloader.dataset.get('type') in ('RepeatDataset', 'CocoDataset')
     channels = build_backbone(_arch_name(btype, arch)).channels[1:]  # C1..C4 (entry 0 is the stem)
     opt = cfg.optim_wrapper

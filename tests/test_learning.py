@@ -1,8 +1,8 @@
 """Learning evidence (issue 12): each task's real config, trained by ``tools/train.py --mini``, memorises a
 handful of mini images, and the same check fails when learning is broken (lr 0).
 
-A from-scratch run on the mini sets cannot show a held-out score worth the name (configs/det/README.md,
-"Mini COCO check"); what it can show is that data, loss, gradients, assigner, head and evaluation fit
+A from-scratch run on the mini sets cannot show a held-out score worth the name (docs/learning_evidence.md,
+"Detection: mini COCO"); what it can show is that data, loss, gradients, assigner, head and evaluation fit
 together well enough to learn the images they are trained on. Each fit trains on a fixed subset and is
 evaluated, by the run's own final validation, on the same images:
 

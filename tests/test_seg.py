@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from .conftest import ROOT, run_tool
+from .conftest import ROOT, official_weights, run_tool
 from .test_learning import learning_run, run_length
 
 # DeepLabv3 and PSPNet (EMO, EMOv2 incl. 20M); SegFormer head / Semantic FPN: tests/test_emov2_family.py
@@ -30,7 +30,7 @@ PUBLISHED = {
 
 # The trained DeepLabv3-EMO-1M of these tests is tests/test_learning.py's fit (trained once per session): from
 # scratch, 120 iterations on the first 8 mini ADE20K training images (seed 0). Measured on the 20 held-out mini
-# val images: mIoU 57.4 (aAcc 91.6); an untrained model scores 0.0-0.4 (configs/seg/README.md, "Mini-set check").
+# val images: mIoU 57.4 (aAcc 91.6); an untrained model scores 0.0-0.4 (docs/learning_evidence.md).
 HELD_OUT_MIOU_MIN = 20.0
 SEG_FIT = 'deeplabv3_emo_1m'
 # tools/test.py on the fit's own 8 images (its validation set)
@@ -76,7 +76,7 @@ def test_configs_parse_with_official_settings():
         assert bb.window_size == (10 if v2 else 16 if name.endswith('5m') else 7)
         size = name.rsplit('_', 1)[1]
         assert bb.init_cfg == dict(type='Pretrained', prefix='backbone.',
-                                   checkpoint=f"checkpoints/{'emov2' if v2 else 'emo'}_{size}_in1k.pth")
+                                   checkpoint=official_weights('emov2' if v2 else 'emo', size))
         assert cfg.model.pretrained is None
         dec, aux = cfg.model.decode_head, cfg.model.auxiliary_head
         assert dec.type == ('ASPPHead' if name.startswith('deeplabv3') else 'PSPHead')

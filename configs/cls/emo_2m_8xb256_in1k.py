@@ -1,5 +1,4 @@
 # EMO-2M ImageNet-1k classification, 224x224 (official top-1 75.1).
-# Same official recipe as EMO-1M (see emo_1m_8xb256_in1k.py); only the backbone width/depth and the head input change.
 _base_ = './emo_1m_8xb256_in1k.py'
 
 model = dict(

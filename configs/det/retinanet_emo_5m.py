@@ -1,10 +1,8 @@
-# RetinaNet-FPN 1x + EMO-5M (official recipe, spec 4.3; shared values in ./_base_/retinanet_emo.py):
-# AdamW lr 2e-4 wd 0.05 (no decay on norms), warm-up 500 it + cosine, 12 epochs, 4/GPU x 8 GPUs = 32
-# (auto_scale_lr base 32), 1333x800 keep-ratio + flip, window 10, out_indices (1, 2, 3, 4),
-# frozen_stages 1, norm_eval True.
-# From scratch: --cfg-options model.backbone.init_cfg=None model.backbone.norm_eval=False
+# official: EMO/down-stream-tasks/mmdetection/configs/retinanet_emo/retinanet_emo_5M_fpn_1x_coco.py
 _base_ = './_base_/retinanet_emo.py'
 
+checkpoint_file = 'https://github.com/zhangzjn/EMO/raw/main/resources/EMO_5M/net.pth'
+
 model = dict(
-    backbone=dict(arch='5m', window_size=10, init_cfg=dict(checkpoint='checkpoints/emo_5m_in1k.pth')),
+    backbone=dict(arch='5m', window_size=10, init_cfg=dict(checkpoint=checkpoint_file)),
     neck=dict(in_channels=[48, 72, 160, 288]))

@@ -1,11 +1,9 @@
-# SSDLite 320x320 + EMO-1M (official recipe, spec 4.1; shared values in ./_base_/ssdlite_emo.py):
-# AdamW lr 1.2e-3 wd 0.05 (no decay on norms), warm-up 500 it + cosine, 120 ep x RepeatDataset 5,
-# 24/GPU x 8 GPUs = 192 (auto_scale_lr base 192), window 7, out_indices (3, 4), frozen_stages -1,
-# norm_eval True.
-# From scratch: --cfg-options model.backbone.init_cfg=None model.backbone.norm_eval=False
+# official: EMO/down-stream-tasks/mmdetection/configs/ssd_emo/ssdlite_emo_1M_pretrain_coco.py
 _base_ = './_base_/ssdlite_emo.py'
 
+checkpoint_file = 'https://github.com/zhangzjn/EMO/raw/main/resources/EMO_1M/net.pth'
+
 model = dict(
-    backbone=dict(arch='1m', window_size=7, init_cfg=dict(checkpoint='checkpoints/emo_1m_in1k.pth')),
+    backbone=dict(arch='1m', init_cfg=dict(checkpoint=checkpoint_file)),
     neck=dict(in_channels=(80, 168), out_channels=(80, 168, 512, 256, 256, 128)),
     bbox_head=dict(in_channels=(80, 168, 512, 256, 256, 128)))

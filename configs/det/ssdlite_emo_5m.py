@@ -1,11 +1,9 @@
-# SSDLite 320x320 + EMO-5M (official recipe, spec 4.1; shared values in ./_base_/ssdlite_emo.py):
-# AdamW lr 1.2e-3 wd 0.05 (no decay on norms), warm-up 500 it + cosine, 120 ep x RepeatDataset 5,
-# 24/GPU x 8 GPUs = 192 (auto_scale_lr base 192), window 10, out_indices (3, 4), frozen_stages -1,
-# norm_eval True.
-# From scratch: --cfg-options model.backbone.init_cfg=None model.backbone.norm_eval=False
+# official: EMO/down-stream-tasks/mmdetection/configs/ssd_emo/ssdlite_emo_5M_pretrain_coco.py
 _base_ = './_base_/ssdlite_emo.py'
 
+checkpoint_file = 'https://github.com/zhangzjn/EMO/raw/main/resources/EMO_5M/net.pth'
+
 model = dict(
-    backbone=dict(arch='5m', window_size=10, init_cfg=dict(checkpoint='checkpoints/emo_5m_in1k.pth')),
+    backbone=dict(arch='5m', window_size=10, init_cfg=dict(checkpoint=checkpoint_file)),
     neck=dict(in_channels=(160, 288), out_channels=(160, 288, 512, 256, 256, 128)),
     bbox_head=dict(in_channels=(160, 288, 512, 256, 256, 128)))

@@ -1,10 +1,10 @@
-# SSDLite 512x512 + EMOv2-20M (official `_512` recipe, spec 4.2): everything as ssdlite_emov2_20m.py except
-# the input size (train Resize after MinIoURandomCrop and test Resize: 512x512, no keep-ratio; shared values in
-# ./_base_/ssdlite_emov2_512.py). Anchors are NOT rescaled (same strides / min / max sizes as at 320), as in the
-# official config. EMOv2-20M ImageNet weights: see ssdlite_emov2_20m.py.
+# official: EMOv2/downstreams/det/configs/ssd/ssdlite_emo2_20M_8gpu_2lr_512_coco.py
 _base_ = './_base_/ssdlite_emov2_512.py'
 
+# no official EMOv2-20M ImageNet weights exist: the file of your own ImageNet training
+checkpoint_file = 'checkpoints/emov2_20m_in1k.pth'
+
 model = dict(
-    backbone=dict(arch='20m', window_size=10, init_cfg=dict(checkpoint='checkpoints/emov2_20m_in1k.pth')),
+    backbone=dict(arch='20m', init_cfg=dict(checkpoint=checkpoint_file)),
     neck=dict(in_channels=(320, 448), out_channels=(320, 448, 512, 256, 256, 128)),
     bbox_head=dict(in_channels=(320, 448, 512, 256, 256, 128)))

@@ -1,11 +1,9 @@
-# SSDLite 320x320 + EMOv2-2M (official recipe, spec 4.2; shared values in ./_base_/ssdlite_emov2.py):
-# AdamW lr 2.4e-3 wd 0.05 (no decay on norms), clip 0.1, warm-up 500 it, constant to ep 60, cosine 60-120,
-# 120 ep x RepeatDataset 5, 24/GPU x 8 GPUs = 192 (auto_scale_lr base 192), window 10,
-# out_indices (3, 4), frozen_stages -1, norm_eval True.
-# From scratch: --cfg-options model.backbone.init_cfg=None model.backbone.norm_eval=False
+# official: EMOv2/downstreams/det/configs/ssd/ssdlite_emo2_2M_8gpu_2lr_coco.py
 _base_ = './_base_/ssdlite_emov2.py'
 
+checkpoint_file = 'https://github.com/zhangzjn/data/raw/main/emov2_pretrained_weights/EMOv2_2M_224.pth'
+
 model = dict(
-    backbone=dict(arch='2m', window_size=10, init_cfg=dict(checkpoint='checkpoints/emov2_2m_in1k.pth')),
+    backbone=dict(arch='2m', init_cfg=dict(checkpoint=checkpoint_file)),
     neck=dict(in_channels=(120, 200), out_channels=(120, 200, 512, 256, 256, 128)),
     bbox_head=dict(in_channels=(120, 200, 512, 256, 256, 128)))

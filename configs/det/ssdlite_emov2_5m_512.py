@@ -1,10 +1,9 @@
-# SSDLite 512x512 + EMOv2-5M (official `_512` recipe, spec 4.2): everything as ssdlite_emov2_5m.py except
-# the input size (train Resize after MinIoURandomCrop and test Resize: 512x512, no keep-ratio; shared values in
-# ./_base_/ssdlite_emov2_512.py). Anchors are NOT rescaled (same strides / min / max sizes as at 320), as in the
-# official config.
+# official: EMOv2/downstreams/det/configs/ssd/ssdlite_emo2_5M_8gpu_2lr_512_coco.py
 _base_ = './_base_/ssdlite_emov2_512.py'
 
+checkpoint_file = 'https://github.com/zhangzjn/data/raw/main/emov2_pretrained_weights/EMOv2_5M_224.pth'
+
 model = dict(
-    backbone=dict(arch='5m', window_size=10, init_cfg=dict(checkpoint='checkpoints/emov2_5m_in1k.pth')),
+    backbone=dict(arch='5m', init_cfg=dict(checkpoint=checkpoint_file)),
     neck=dict(in_channels=(160, 288), out_channels=(160, 288, 512, 256, 256, 128)),
     bbox_head=dict(in_channels=(160, 288, 512, 256, 256, 128)))

@@ -1,16 +1,9 @@
-# DeepLabv3 + EMO-1M, ADE20K 512x512, 80k iterations (official: EMO repo `deeplabv3_emo/`, mmseg 0.28).
-# Official schedule: AdamW lr 1.2e-4, wd 0.01, no decay on norms, no grad clip; poly (power 0.9, min 0) by
-# iteration, no warm-up; 80k iterations, mIoU + checkpoint every 8000; batch 4 per GPU x 8 GPUs = 32.
-# Backbone: window_size 7, out_indices (1, 2, 3, 4), frozen_stages -1, norm_eval False, SyncBN in backbone and heads.
-# ASPP head (dilations 1/12/24/36) on stage 4 (C4=168), aux FCN on stage 3 (C3=80); output stride 32 (no dilation).
-# Test: mode 'whole' at short side 512. Sliding window instead: --cfg-options model.test_cfg.mode=slide
-#   model.test_cfg.crop_size="(512,512)" model.test_cfg.stride="(341,341)"   (see configs/seg/README.md).
+# official: EMO/down-stream-tasks/mmsegmentation/configs/deeplabv3_emo/deeplabv3_emo_1M_pretrain_512x512_80k_ade20k.py
 _base_ = ['./_base_/models/deeplabv3_emo.py', './_base_/ade20k_emo_80k.py']
 
+checkpoint_file = 'https://github.com/zhangzjn/EMO/raw/main/resources/EMO_1M/net.pth'
+
 model = dict(
-    backbone=dict(
-        arch='1m',
-        window_size=7,
-        init_cfg=dict(checkpoint='checkpoints/emo_1m_in1k.pth')),
-    decode_head=dict(in_channels=168),
-    auxiliary_head=dict(in_channels=80))
+    backbone=dict(arch='1m', init_cfg=dict(checkpoint=checkpoint_file)),
+    decode_head=dict(in_channels=168),  # C4
+    auxiliary_head=dict(in_channels=80))  # C3

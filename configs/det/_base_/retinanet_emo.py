@@ -1,5 +1,6 @@
-# RetinaNet-FPN with an EMO (v1) backbone: the official recipe (spec 4.3, EMO repo
-# `downstreams/det/configs/retinanet_emo/retinanet_emo_xM_fpn_1x_coco.py`, mmdet 2.25) in mmdet 3.x terms.
+# RetinaNet-FPN with an EMO (v1) backbone: the official recipe (EMO repo
+# `down-stream-tasks/mmdetection/configs/retinanet_emo/retinanet_emo_xM_fpn_1x_coco.py`, mmdet 2.25) in mmdet 3.x
+# terms.
 #
 # Stock mmdet parts (inherited, unchanged): RetinaHead (80 classes, 4 stacked 256-wide convs, anchors
 # octave 4 x 3 scales x ratios 0.5/1/2, strides 8..128), FocalLoss(2.0, 0.25) + L1Loss, MaxIoUAssigner
@@ -33,7 +34,7 @@ model = dict(
         out_indices=(1, 2, 3, 4),
         frozen_stages=1,
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/emo_1m_in1k.pth', prefix='backbone.')),
+        init_cfg=dict(type='Pretrained', prefix='backbone.')),  # checkpoint: set by each variant
     neck=dict(in_channels=[32, 48, 80, 168]))
 
 train_dataloader = dict(batch_size=4, num_workers=4)

@@ -1,4 +1,4 @@
-# RetinaNet-FPN with an EMOv2 backbone: the official recipe (spec 4.4, EMOv2 repo
+# RetinaNet-FPN with an EMOv2 backbone: the official recipe (EMOv2 repo
 # `downstreams/det/configs/retinanet/retinanet_emo2_xM_fpn_1x_coco.py`, mmdet 3.3). Model and data as for
 # EMO v1 (./retinanet_emo.py) plus mmdet's stock RetinaNet TTA settings (the official config lists
 # './retinanet_tta.py'; used only with `tools/test.py --tta`). Differences:
@@ -11,10 +11,7 @@
 _base_ = ['./retinanet_emo.py', 'mmdet::retinanet/retinanet_tta.py']
 
 model = dict(
-    backbone=dict(
-        type='emo_mm.EMOv2',
-        window_size=10,
-        init_cfg=dict(checkpoint='checkpoints/emov2_1m_in1k.pth')),
+    backbone=dict(type='emo_mm.EMOv2', window_size=10),
     neck=dict(in_channels=[32, 48, 80, 180]))
 
 optim_wrapper = dict(clip_grad=dict(max_norm=0.1, norm_type=2))

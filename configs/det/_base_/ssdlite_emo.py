@@ -1,5 +1,5 @@
-# SSDLite with an EMO (v1) backbone: the official recipe (spec 4.1, EMO repo
-# `downstreams/det/configs/ssd_emo/ssdlite_emo_xM_pretrain_coco.py`, mmdet 2.25) in mmdet 3.x terms.
+# SSDLite with an EMO (v1) backbone: the official recipe (EMO repo
+# `down-stream-tasks/mmdetection/configs/ssd_emo/ssdlite_emo_xM_pretrain_coco.py`, mmdet 2.25) in mmdet 3.x terms.
 #
 # Inherits mmdet's stock SSDLite-MobileNetV2 config, which already holds every official value that is not
 # EMO specific: SSDNeck / SSDHead (depthwise, BN eps 1e-3 momentum 0.03, ReLU6), SSD anchors
@@ -10,7 +10,7 @@
 #
 # EMO-specific (official) values set here:
 #   backbone  emo_mm.EMO, out_indices (3, 4) (strides 16/32, channels C3/C4), frozen_stages -1, norm_eval True,
-#             ImageNet weights via init_cfg (converted with `python tools/convert_official.py`, see README)
+#             ImageNet weights via init_cfg (the official release, see each variant)
 #   optimizer AdamW lr 1.2e-3 (= 2e-4 x 6), betas (0.9, 0.999), wd 0.05, no decay on 'norm' params, no clip
 #   schedule  linear warm-up 500 iters from 0.001x, cosine (by epoch) to 0 over 120 epochs;
 #             120 epochs x RepeatDataset 5 = 600 COCO passes; val + checkpoint every 5 epochs
@@ -31,7 +31,7 @@ model = dict(
         out_indices=(3, 4),
         frozen_stages=-1,
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/emo_1m_in1k.pth', prefix='backbone.')),
+        init_cfg=dict(type='Pretrained', prefix='backbone.')),  # checkpoint: set by each variant
     neck=dict(in_channels=(80, 168), out_channels=(80, 168, 512, 256, 256, 128)),
     bbox_head=dict(in_channels=(80, 168, 512, 256, 256, 128)))
 

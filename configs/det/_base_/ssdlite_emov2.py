@@ -1,4 +1,4 @@
-# SSDLite with an EMOv2 backbone: the official recipe (spec 4.2, EMOv2 repo
+# SSDLite with an EMOv2 backbone: the official recipe (EMOv2 repo
 # `downstreams/det/configs/ssd/ssdlite_emo2_xM_8gpu_2lr_coco.py`, mmdet 3.3). Model, anchors, pipeline and
 # RepeatDataset x5 as for EMO v1 (./ssdlite_emo.py). Differences:
 #   backbone  emo_mm.EMOv2, window 10 for every size, out_indices (3, 4), frozen_stages -1, norm_eval True
@@ -6,15 +6,12 @@
 #   optimizer AdamW lr 2.4e-3 (= 2e-4 x 6 x 2, "2lr"), betas (0.9, 0.999), wd 0.05, no decay on 'norm',
 #             grad clip max_norm 0.1 (L2)
 #   schedule  linear warm-up 500 iters from 1e-5x, constant lr to epoch 60, cosine (by epoch) to 0 over
-#             epochs 60-120; 120 epochs x RepeatDataset 5; val every 5 epochs
+#             epochs 60-120; 120 epochs x RepeatDataset 5; val every 5 epochs, checkpoint every epoch
 #   batch     24 per GPU x 8 GPUs = 192 (auto_scale_lr base_batch_size 192), 12 workers per GPU
 _base_ = './ssdlite_emo.py'
 
 model = dict(
-    backbone=dict(
-        type='emo_mm.EMOv2',
-        window_size=10,
-        init_cfg=dict(checkpoint='checkpoints/emov2_1m_in1k.pth')),
+    backbone=dict(type='emo_mm.EMOv2', window_size=10),
     neck=dict(in_channels=(80, 180), out_channels=(80, 180, 512, 256, 256, 128)),
     bbox_head=dict(in_channels=(80, 180, 512, 256, 256, 128)))
 
@@ -26,3 +23,5 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-5, by_epoch=False, begin=0, end=500),
     dict(type='CosineAnnealingLR', begin=60, end=120, T_max=60, by_epoch=True, eta_min=0),
 ]
+# the official EMOv2 runs checkpoint every epoch (validation stays every 5); max_keep_ckpts 3 bounds the disk
+default_hooks = dict(checkpoint=dict(interval=1))

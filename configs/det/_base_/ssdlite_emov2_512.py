@@ -1,7 +1,6 @@
-# SSDLite 512x512 with an EMOv2 backbone (official `_512` recipes, spec 4.2): ./ssdlite_emov2.py with only the
-# input size changed (train Resize after MinIoURandomCrop and test Resize: 512x512, no keep-ratio). Anchors are
-# NOT rescaled (same strides / min / max sizes as at 320), as in the official configs. The pipelines do not
-# depend on the EMOv2 size; a variant file sets arch, checkpoint and channels.
+# SSDLite 512x512 with an EMOv2 backbone (official `ssd/ssdlite_emo2_xM_8gpu_2lr_512_coco.py`): ./ssdlite_emov2.py
+# with only the input size changed (train Resize after MinIoURandomCrop and test Resize: 512x512, no keep-ratio).
+# Anchors are NOT rescaled (same strides / min / max sizes as at 320), as in the official configs.
 _base_ = './ssdlite_emov2.py'
 
 input_size = 512

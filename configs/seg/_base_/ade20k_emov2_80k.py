@@ -9,7 +9,7 @@ _base_ = [
 
 data_root = 'data/ade/ADEChallengeData2016'
 train_dataloader = dict(batch_size=8, num_workers=8, dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(num_workers=2, dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
 # mmseg's IoUMetric with iou_metrics=['mIoU'] reports aAcc, mIoU and mAcc
 # lr 1.2e-4 is for a total batch of 32; `tools/train.py --auto-scale-lr` rescales it for other totals.

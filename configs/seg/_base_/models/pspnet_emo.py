@@ -1,7 +1,7 @@
 # PSPNet (PSP head, output stride 32, no dilation) on an EMO (v1) backbone, ADE20K 150 classes.
 # Heads follow mmseg's stock r50-d8 base (SyncBN, dropout 0.1, align_corners False); EMO overrides: PSP on
 # stage 4 (in_index 3) with 256 channels, auxiliary FCN on stage 3 (in_index 2, 256 channels, loss 0.4).
-# The variant files set the EMO size (arch, window_size, init checkpoint) and the head input channels.
+# Shaped for EMO-1M; the variant files set the size, its window, channels and weights.
 _base_ = ['mmseg::_base_/models/pspnet_r50-d8.py']
 
 # SyncBN, as in the official configs. On a single non-distributed process mmengine's Runner reverts every
@@ -20,7 +20,7 @@ model = dict(
         out_indices=(1, 2, 3, 4),  # strides 4/8/16/32, channels C1..C4
         frozen_stages=-1,
         norm_eval=False,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/emo_1m_in1k.pth', prefix='backbone.')),
+        init_cfg=dict(type='Pretrained', prefix='backbone.')),  # checkpoint: set by each variant
     decode_head=dict(
         in_channels=168,  # C4
         in_index=3,
