@@ -33,8 +33,9 @@ def add_common_args(parser):
                         help=f'run on the embedded mini datasets under {MINI_ROOT}/ with a short schedule '
                              '(model and pipeline unchanged). A smoke test: it shows that the config builds, '
                              'trains (loss falls), checkpoints and evaluates. It cannot show accuracy: the '
-                             'mini sets are synthetic shapes, and without converted ImageNet weights the run '
-                             'starts from scratch, so its held-out scores say little (SSDLite-EMO-1M: bbox mAP '
+                             'mini sets are synthetic shapes, and the run starts from scratch (pretrained weights '
+                             'given by URL are not downloaded unless --cfg-options names them), so its held-out '
+                             'scores say little (SSDLite-EMO-1M: bbox mAP '
                              '~0.001-0.01); '
                              'tests/test_learning.py and `make demo` show that each task learns, by '
                              'memorising a few training images')

@@ -192,8 +192,13 @@ def fetch_checkpoint(url, option=None, timeout=DOWNLOAD_TIMEOUT_S):
     if osp.isfile(dst):
         return dst
     cache = osp.dirname(dst)
-    os.makedirs(cache, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=osp.basename(dst) + '.', suffix='.partial', dir=cache)
+    try:
+        os.makedirs(cache, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=osp.basename(dst) + '.', suffix='.partial', dir=cache)
+    except OSError as err:
+        raise DownloadError(f'cannot download checkpoint {url}: cannot write to the cache {cache} '
+                            f'({err.strerror or err}); set TORCH_HOME to a writable folder. '
+                            f'{local_copy_hint(url, option)}') from err
     try:
         sys.stderr.write(f'Downloading: "{url}" to {dst}\n')
         try:

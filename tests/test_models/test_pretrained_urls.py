@@ -214,6 +214,17 @@ def test_failed_download_is_one_line_and_leaves_no_file(case, server, torch_home
         EMOv2('1m', init_cfg=dict(type='Pretrained', checkpoint=url)).init_weights()
 
 
+def test_unwritable_cache_is_one_line(server, tmp_path, monkeypatch):
+    (tmp_path / 'not_a_dir').write_text('')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'not_a_dir'))
+    url = server.base + EMO_1M_URL_PATH
+    with pytest.raises(DownloadError) as err:
+        fetch_checkpoint(url)
+    assert str(err.value).startswith(f'cannot download checkpoint {url}: cannot write to the cache '
+                                     f'{tmp_path}/not_a_dir/hub/checkpoints (Not a directory); set TORCH_HOME')
+    assert '\n' not in str(err.value) and server.hits[EMO_1M_URL_PATH] == 0
+
+
 def test_github_page_link_fetches_the_file(torch_home, monkeypatch):
     """README links are /blob/ pages; the file is at /raw/. Nothing leaves this machine: urlopen is replaced."""
     from urllib.error import HTTPError
@@ -231,6 +242,26 @@ def test_github_page_link_fetches_the_file(torch_home, monkeypatch):
         fetch_checkpoint(url)
     assert asked == ['https://github.com/zhangzjn/data/raw/main/emov2_pretrained_weights/EMOv2_1M_224.pth']
     assert cached_checkpoint_path(url) == str(torch_home / 'hub' / 'checkpoints' / 'EMOv2_1M_224.pth')
+
+
+@pytest.mark.parametrize('error, reason', [
+    (socket.gaierror(-3, 'Temporary failure in name resolution'),
+     'cannot resolve host example.invalid (no network or DNS?)'),
+    (TimeoutError('timed out'), 'no answer from example.invalid within 60 s')])
+def test_offline_reasons(error, reason, torch_home, monkeypatch):
+    """No network here: what DNS failure and a silent host say (urlopen replaced, nothing leaves the machine)."""
+    from urllib.error import URLError
+
+    import emo_mm.utils.checkpoint_io as checkpoint_io
+
+    def fake_urlopen(request, timeout):
+        raise URLError(error)
+
+    monkeypatch.setattr(checkpoint_io, 'urlopen', fake_urlopen)
+    url = 'https://example.invalid/w/EMOv2_1M_224.pth'
+    with pytest.raises(DownloadError, match=re.escape(f'cannot download checkpoint {url}: {reason}; nothing')):
+        fetch_checkpoint(url)
+    assert _cache_files(torch_home) == []
 
 
 def test_malicious_file_by_url_is_refused_by_every_mmengine_entry(server, torch_home, tmp_path):
