@@ -69,12 +69,12 @@ def _option_of(node, target, key='model'):
     return None
 
 
-def pretrained_problems(cfg):
+def pretrained_problems(cfg, fetch=True):
     """One message per ``Pretrained`` checkpoint that cannot be had: a local file that does not exist (with how
     to get it), a URL whose download fails (one line: URL, reason, how to use a local copy).
 
-    A URL is fetched here, into the torch hub cache: that is the download mmengine would do when the model
-    is initialised, which then finds the file cached.
+    A URL is fetched here (``fetch``), into the torch hub cache: that is the download mmengine would do when
+    the model is initialised, which then finds the file cached.
     """
     from emo_mm.models.pretrained import convert_hint  # lazy: keeps `--help` fast
     from emo_mm.utils.checkpoint_io import DownloadError, fetch_checkpoint, is_url
@@ -83,6 +83,8 @@ def pretrained_problems(cfg):
     for owner, init in pretrained_init_cfgs(model):
         path = init['checkpoint']
         if is_url(path):
+            if not fetch:
+                continue
             try:
                 fetch_checkpoint(path, option=_option_of(model, owner))
             except DownloadError as err:
@@ -95,7 +97,9 @@ def pretrained_problems(cfg):
 
 def check(cfg, loaders, mini_hint=None):
     """Raise :class:`PreflightError` listing every missing or unreadable input of ``cfg``."""
-    problems = dataset_problems(cfg, loaders) + pretrained_problems(cfg)
+    problems = dataset_problems(cfg, loaders)
+    # no download for a run that cannot start anyway (and none, then, in the tests of a missing dataset)
+    problems += pretrained_problems(cfg, fetch=not problems)
     if problems:
         text = 'Cannot start, inputs are missing or unreadable:\n- ' + '\n- '.join(problems)
         if mini_hint:

@@ -247,7 +247,7 @@ def test_github_page_link_fetches_the_file(torch_home, monkeypatch):
 @pytest.mark.parametrize('error, reason', [
     (socket.gaierror(-3, 'Temporary failure in name resolution'),
      'cannot resolve host example.invalid (no network or DNS?)'),
-    (TimeoutError('timed out'), 'no answer from example.invalid within 60 s')])
+    (TimeoutError('timed out'), 'no answer from example.invalid within 60 s')], ids=['dns', 'timeout'])
 def test_offline_reasons(error, reason, torch_home, monkeypatch):
     """No network here: what DNS failure and a silent host say (urlopen replaced, nothing leaves the machine)."""
     from urllib.error import URLError
@@ -367,6 +367,19 @@ def test_mini_keeps_an_explicit_url_and_the_backbone_as_configured(server, torch
     assert (f'- cannot download checkpoint {bad}: HTTP 404 Not Found; nothing was saved in '
             f'{torch_home}/hub/checkpoints. To use a local copy instead, download {bad} where there is internet '
             'access and pass --cfg-options model.backbone.init_cfg.checkpoint=PATH') in str(exit_.value.code)
+
+
+def test_no_download_when_the_dataset_is_missing(server, torch_home, tmp_path):
+    """The preflight fetches URL weights only for a run that can start."""
+    from mmengine.config import Config
+
+    from emo_mm.apis.preflight import PreflightError, check
+    cfg = Config.fromfile(str(ROOT / 'configs/det/retinanet_emo_1m.py'))
+    cfg.model.backbone.init_cfg.checkpoint = server.base + EMO_1M_URL_PATH
+    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'nowhere') + '/'
+    with pytest.raises(PreflightError, match='COCO2017 not found'):
+        check(cfg, ('train_dataloader', ))
+    assert server.hits[EMO_1M_URL_PATH] == 0 and _cache_files(torch_home) == []
 
 
 def test_det_mini_iteration_from_url_weights(server, torch_home, mini_data, tmp_path):
