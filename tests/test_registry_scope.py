@@ -109,7 +109,7 @@ def test_checkpoint_argument_is_checked_before_anything_is_built(tmp_path):
     good = tmp_path / 'epoch_1.pth'
     torch.save({'state_dict': {'w': torch.ones(1000)}}, good)
     exit_if_checkpoint_unusable(str(good), 'checkpoint')
-    exit_if_checkpoint_unusable('https://example.org/missing.pth', 'checkpoint')  # mmengine downloads those
+    exit_if_checkpoint_unusable('s3://bucket/missing.pth', 'checkpoint')  # mmengine's (http: test_pretrained_urls)
     cut = tmp_path / 'cut.pth'
     cut.write_bytes(good.read_bytes()[:2000])
     for path, option, problem in ((tmp_path / 'missing.pth', 'checkpoint', 'file not found'),

@@ -1,6 +1,6 @@
 """Checks run by ``tools/train.py`` / ``tools/test.py`` before anything is built.
 
-A new user's first run usually lacks the dataset or the converted backbone weights. Without these checks
+A new user's first run usually lacks the dataset or the backbone weights. Without these checks
 the run gets minutes in (model built, dataloader half started) and dies in a deep traceback; with them it
 stops at once with one message that says what is missing, where it is expected and how to get it.
 """
@@ -57,13 +57,39 @@ def dataset_problems(cfg, loaders=('train_dataloader', 'val_dataloader')):
     return problems
 
 
-def pretrained_problems(cfg):
-    """One message per local ``Pretrained`` checkpoint that does not exist, with the command that makes it."""
+def _option_of(node, target, key='model'):
+    """The ``--cfg-options`` key of ``target``'s init_cfg checkpoint below ``node`` (at ``key``), or None."""
+    if node is target:
+        return f'{key}.init_cfg.checkpoint'
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for name, value in items:
+        found = _option_of(value, target, f'{key}.{name}')
+        if found:
+            return found
+    return None
+
+
+def pretrained_problems(cfg, fetch=True):
+    """One message per ``Pretrained`` checkpoint that cannot be had: a local file that does not exist (with how
+    to get it), a URL whose download fails (one line: URL, reason, how to use a local copy).
+
+    A URL is fetched here (``fetch``), into the torch hub cache: that is the download mmengine would do when
+    the model is initialised, which then finds the file cached.
+    """
     from emo_mm.models.pretrained import convert_hint  # lazy: keeps `--help` fast
+    from emo_mm.utils.checkpoint_io import DownloadError, fetch_checkpoint, is_url
     problems = []
-    for owner, init in pretrained_init_cfgs(cfg.get('model', {})):
+    model = cfg.get('model', {})
+    for owner, init in pretrained_init_cfgs(model):
         path = init['checkpoint']
-        if '://' not in path and not osp.isfile(path):
+        if is_url(path):
+            if not fetch:
+                continue
+            try:
+                fetch_checkpoint(path, option=_option_of(model, owner))
+            except DownloadError as err:
+                problems.append(str(err))
+        elif '://' not in path and not osp.isfile(path):
             problems.append(f'pretrained backbone weights not found: {path}\n  '
                             + convert_hint(path, owner.get('type'), owner.get('arch')))
     return problems
@@ -71,7 +97,9 @@ def pretrained_problems(cfg):
 
 def check(cfg, loaders, mini_hint=None):
     """Raise :class:`PreflightError` listing every missing or unreadable input of ``cfg``."""
-    problems = dataset_problems(cfg, loaders) + pretrained_problems(cfg)
+    problems = dataset_problems(cfg, loaders)
+    # no download for a run that cannot start anyway (and none, then, in the tests of a missing dataset)
+    problems += pretrained_problems(cfg, fetch=not problems)
     if problems:
         text = 'Cannot start, inputs are missing or unreadable:\n- ' + '\n- '.join(problems)
         if mini_hint:

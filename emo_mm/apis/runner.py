@@ -19,6 +19,7 @@ from emo_mm.engine import (enable_atomic_checkpoints, enable_exact_resume, find_
                            finish_distributed_run, keep_seed_of_resumed_run, remove_partial_files,
                            setup_cpu_distributed)
 from emo_mm.utils import CheckpointError, codebase_of, zip_checkpoint_problem
+from emo_mm.utils.checkpoint_io import DownloadError, fetch_checkpoint, is_url
 
 MINI_HINT = ('To try this config on the embedded mini datasets instead:\n'
              '  python tools/misc/make_mini_data.py && python {tool} {config} --mini')
@@ -32,8 +33,9 @@ def add_common_args(parser):
                         help=f'run on the embedded mini datasets under {MINI_ROOT}/ with a short schedule '
                              '(model and pipeline unchanged). A smoke test: it shows that the config builds, '
                              'trains (loss falls), checkpoints and evaluates. It cannot show accuracy: the '
-                             'mini sets are synthetic shapes, and without converted ImageNet weights the run '
-                             'starts from scratch, so its held-out scores say little (SSDLite-EMO-1M: bbox mAP '
+                             'mini sets are synthetic shapes, and the run starts from scratch (pretrained weights '
+                             'given by URL are not downloaded unless --cfg-options names them), so its held-out '
+                             'scores say little (SSDLite-EMO-1M: bbox mAP '
                              '~0.001-0.01); '
                              'tests/test_learning.py and `make demo` show that each task learns, by '
                              'memorising a few training images')
@@ -70,7 +72,7 @@ def prepare_config(args, tool, loaders):
         # override after apply_mini would leave e.g. the cosine ending at the 2nd of 12 epochs)
         opts = args.cfg_options or {}
         apply_mini(cfg, codebase, epochs=_positive_int(opts.get('train_cfg.max_epochs')),
-                   iters=_positive_int(opts.get('train_cfg.max_iters')))
+                   iters=_positive_int(opts.get('train_cfg.max_iters')), pretrained_options=list(opts))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
@@ -90,13 +92,21 @@ def prepare_config(args, tool, loaders):
 
 
 def exit_if_checkpoint_unusable(path, option):
-    """Stop with one line, before anything is built, if the local checkpoint given as ``option`` is missing
-    or damaged (mmengine would raise from deep inside the runner, after building the model and data)."""
-    if '://' in path:  # http(s), s3 ...: mmengine's own loaders
+    """Stop with one line, before anything is built, if the checkpoint given as ``option`` is missing or
+    damaged (mmengine would raise from deep inside the runner, after building the model and data). An http(s)
+    URL is fetched into the torch hub cache now (the runner's load then finds it there)."""
+    shown = path
+    if is_url(path):
+        try:
+            path = fetch_checkpoint(path)
+        except DownloadError as err:
+            sys.exit(f'{option}: {err}')
+        shown = f'{shown} (cached as {path}; delete that file to download it again)'
+    elif '://' in path:  # s3, open-mmlab ...: mmengine's own loaders
         return
     problem = 'file not found' if not osp.isfile(path) else zip_checkpoint_problem(path)
     if problem:
-        sys.exit(f'{option} {path}: {problem}')
+        sys.exit(f'{option} {shown}: {problem}')
 
 
 def build_runner(cfg):
@@ -128,6 +138,8 @@ def train(args):
     elif args.resume is not None:
         exit_if_checkpoint_unusable(args.resume, '--resume')
         cfg.resume, cfg.load_from = True, args.resume
+    elif isinstance(cfg.get('load_from'), str):
+        exit_if_checkpoint_unusable(cfg.load_from, 'load_from')
     try:
         keep_seed_of_resumed_run(cfg)
     except (OSError, CheckpointError) as err:  # --resume CKPT that is missing or unreadable

@@ -7,8 +7,10 @@ schedule is change:
   evaluators points at the copy under ``data/mini/`` (written by ``tools/misc/make_mini_data.py``);
 * dataset repeats are dropped, batches are capped and data loading runs in the main process;
 * the schedule is shortened to a few epochs / iterations, every scheduler's milestones are scaled with it;
-* a pretrained backbone file that does not exist is skipped (the mini run starts from scratch, with BatchNorm
-  statistics learning and nothing frozen: ``norm_eval=False, frozen_stages=-1``) with a warning;
+* a pretrained backbone given by URL or as a file that does not exist is skipped (the mini run needs no
+  download and starts from scratch, with BatchNorm statistics learning and nothing frozen:
+  ``norm_eval=False, frozen_stages=-1``) with a warning; one that ``--cfg-options`` names explicitly
+  (``model.backbone.init_cfg.checkpoint=URL``) is kept, the backbone as configured;
 * the random seed is fixed so that runs are repeatable.
 
 ``--cfg-options`` are applied after this, so any of the above can still be overridden.
@@ -83,10 +85,38 @@ def _iter_dataloaders(cfg):
             yield name, cfg[name]
 
 
-def _drop_unavailable_pretrained(model_cfg):
+def _owners_set_by(model_cfg, options):
+    """The model parts whose pretrained checkpoint an option names (``model.backbone.init_cfg.checkpoint``,
+    ``model.pretrained``): keys of ``--cfg-options``."""
+    owners = []
+    for key in options:
+        parts = str(key).split('.')
+        if parts[0] != 'model' or not (parts[-2:] == ['init_cfg', 'checkpoint'] or parts[-1] == 'pretrained'):
+            continue
+        node = model_cfg
+        for part in parts[1:-2 if parts[-1] == 'checkpoint' else -1]:
+            if isinstance(node, dict):
+                node = node.get(part)
+            elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                node = None
+        if isinstance(node, dict):
+            owners.append(node)
+    return owners
+
+
+def _drop_unavailable_pretrained(model_cfg, pretrained_options=()):
     """Mini runs work offline and without the official weights: a backbone whose pretrained checkpoint is a
-    URL or a missing local file starts from scratch."""
+    URL or a missing local file starts from scratch, unless ``pretrained_options`` (the ``--cfg-options``
+    keys) set that checkpoint explicitly: then the option's checkpoint is loaded and the backbone stays as
+    configured (norm_eval, frozen_stages)."""
+    explicit = {id(owner): {k: owner[k] for k in ('init_cfg', 'pretrained') if k in owner}
+                for owner in _owners_set_by(model_cfg, pretrained_options)}
     for owner, checkpoint in drop_pretrained(model_cfg, keep=lambda ckpt: '://' not in ckpt and osp.isfile(ckpt)):
+        if id(owner) in explicit:
+            owner.update(explicit[id(owner)])
+            continue
         warnings.warn(f'--mini: pretrained weights {checkpoint} not used (the mini runs need no download); '
                       'this mini run starts from scratch.')
         # norm_eval and frozen_stages exist to keep pretrained weights; a random backbone would keep
@@ -97,8 +127,11 @@ def _drop_unavailable_pretrained(model_cfg):
             owner['frozen_stages'] = -1
 
 
-def apply_mini(cfg, codebase, mini_root=MINI_ROOT, epochs=None, iters=None):
-    """Point ``cfg`` (an mmengine Config) at the mini datasets and shorten its schedule, in place."""
+def apply_mini(cfg, codebase, mini_root=MINI_ROOT, epochs=None, iters=None, pretrained_options=()):
+    """Point ``cfg`` (an mmengine Config) at the mini datasets and shorten its schedule, in place.
+
+    ``pretrained_options``: the ``--cfg-options`` keys of the run; a pretrained checkpoint they set (a URL
+    included) is kept, see :func:`_drop_unavailable_pretrained`."""
     defaults = MINI_DEFAULTS[codebase]
     for name, loader in _iter_dataloaders(cfg):
         _redirect_paths(loader, mini_root)
@@ -133,7 +166,7 @@ def apply_mini(cfg, codebase, mini_root=MINI_ROOT, epochs=None, iters=None):
             hooks['logger']['interval'] = 5
     if cfg.get('auto_scale_lr') is not None:
         cfg['auto_scale_lr']['enable'] = False
-    _drop_unavailable_pretrained(cfg.get('model', {}))
+    _drop_unavailable_pretrained(cfg.get('model', {}), pretrained_options)
     # mmpretrain's default runtime sets randomness=dict(seed=None): that is no seed either
     if (cfg.get('randomness') or {}).get('seed') is None:
         cfg['randomness'] = {**(cfg.get('randomness') or {}), 'seed': 0}
