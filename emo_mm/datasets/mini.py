@@ -75,8 +75,10 @@ def _scale_schedulers(schedulers, ratio):
                 sched[key] = max(1, int(round(sched[key] * ratio))) if sched[key] else 0
         if sched.get('milestones'):
             sched['milestones'] = [max(1, int(round(m * ratio))) for m in sched['milestones']]
-        if 'end' in sched and sched.get('begin', 0) >= sched['end']:
-            sched['end'] = sched.get('begin', 0) + 1
+        # mmengine steps a scheduler only while begin <= step < end: a warm-up squeezed to one step would
+        # set its start factor and never raise the lr again, so every scheduler keeps at least two steps
+        if 'end' in sched and sched['end'] - sched.get('begin', 0) < 2:
+            sched['end'] = sched.get('begin', 0) + 2
 
 
 def _iter_dataloaders(cfg):
