@@ -23,7 +23,6 @@ def test_mini_warmup_ends_at_the_base_lr(config):
     sched = PARAM_SCHEDULERS.build(dict(warmup, by_epoch=False), default_args=dict(optimizer=wrapper))
     assert warmup['end'] - warmup.get('begin', 0) >= 2
     for _ in range(warmup['end'] + 1):
-        wrapper.step_count = getattr(wrapper, 'step_count', 0)
         wrapper.optimizer.step()
         sched.step()
     assert wrapper.param_groups[0]['lr'] == pytest.approx(base_lr, rel=1e-6)
