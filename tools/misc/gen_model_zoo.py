@@ -191,7 +191,8 @@ def fill_blocks(text, rows):
             else rows
         if not chosen:
             raise ValueError(f'no model of the metafiles has a config name matching {pattern!r}')
-        return m.group(1) + '\n' + render(chosen, titles=not pattern).rstrip('\n') + '\n' + m.group(4)
+        titles = not pattern or len({r['task'] for r in chosen}) > 1  # a title only where tables follow each other
+        return m.group(1) + '\n' + render(chosen, titles=titles).rstrip('\n') + '\n' + m.group(4)
 
     return BLOCK.sub(block, text)
 
