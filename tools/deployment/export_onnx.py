@@ -59,11 +59,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/deployment/ -> repo
 MINI_IMAGES = {'detector': 'data/mini/coco/val2017', 'segmentor': 'data/mini/ade/ADEChallengeData2016/images/validation'}
 
 
 def default_check_images(kind):
-    root = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), MINI_IMAGES[kind])
+    root = osp.join(REPO_ROOT, MINI_IMAGES[kind])
     files = sorted(f for f in os.listdir(root) if f.lower().endswith(('.jpg', '.png'))) if osp.isdir(root) else []
     if not files:
         raise SystemExit(f'no check images: {root} is missing or empty (python tools/misc/make_mini_data.py, or '
