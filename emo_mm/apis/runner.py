@@ -109,10 +109,20 @@ def exit_if_checkpoint_unusable(path, option):
         sys.exit(f'{option} {shown}: {problem}')
 
 
+# mmengine 0.10.7's own CheckpointHook warns about its own deprecated FileClient on every run: noise for users
+_UPSTREAM_NOISE = ('"FileClient" will be deprecated', '"HardDiskBackend" is the alias of "LocalBackend"')
+
+
+def _not_upstream_noise(record):
+    return not str(record.msg).startswith(_UPSTREAM_NOISE)
+
+
 def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.logger.addFilter(_not_upstream_noise)
+    return runner
 
 
 def train(args):
