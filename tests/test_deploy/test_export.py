@@ -6,7 +6,7 @@
   NMS ties (two candidates whose scores agree to float32 rounding, and what NMS / the top-K cut differently
   because of them: ``emo_mm.deploy.export.unexplained_detections``), segmentors >= 99.9% equal pixels,
   outright; weights are seeded by ``lively_init`` so that there ARE detections (random init detects nothing);
-  Mask R-CNN configs: tests/test_export_two_stage.py;
+  Mask R-CNN configs: tests/test_deploy/test_export_two_stage.py;
 * the graph runs at another size than the export size, and pads its outputs to max_per_img with label -1;
 * ``emo_mm.deploy.runtime.OnnxModel`` (the config's own resize, boxes in original pixels) against mmdet's
   ``inference_detector`` on original mini images; ``tools/deployment/export_onnx.py`` and ``tools/infer.py model.onnx``
@@ -23,24 +23,16 @@ from emo_mm import deploy, models, testing
 from emo_mm.deploy import OnnxModel, Preprocess, deploy_metadata
 from emo_mm.apis.inference import read_image_bgr
 
-from .conftest import ROOT, run_tool
+from tests.utils import ROOT, run_tool
 
 CONFIGS = sorted(c for c in glob.glob(str(ROOT / 'configs/det/*.py')) + glob.glob(str(ROOT / 'configs/seg/*.py'))
-                 if not osp.basename(c).startswith('mask_rcnn'))  # tests/test_export_two_stage.py
+                 if not osp.basename(c).startswith('mask_rcnn'))  # tests/test_deploy/test_export_two_stage.py
 # small test inputs (H, W): SSDLite's six levels and RetinaNet's P7 (stride 128) still exist at 96;
 # exported at SMALL, compared at OTHER (a size baked into the graph fails)
 SMALL = {'detector': (96, 128), 'segmentor': (64, 96)}
 OTHER = {'detector': (128, 96), 'segmentor': (96, 64)}
+pytestmark = pytest.mark.usefixtures('flush_denormals')  # seeded weights leave denormal activations
 MINI_DIRS = {'detector': 'data/mini/coco/val2017', 'segmentor': 'data/mini/ade/ADEChallengeData2016/images/validation'}
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _flush_denormals():
-    """Seeded / random weights leave some activations denormal: CPU kernels run 10-100x slower on them."""
-    was = torch.set_flush_denormal(True)
-    yield
-    if was:
-        torch.set_flush_denormal(False)
 
 
 def _images(mini_data, kind, n=2):
