@@ -133,7 +133,7 @@ class WindowAttentionIRMB(nn.Module):
 
 def _is_emo_attention_block(module: nn.Module) -> bool:
     from emo_mm.models.backbones.emo import IRMB
-    from emo_mm.models.layers.emo_layers import LayerNorm2d
+    from emo_mm.models.layers.conv import LayerNorm2d
     return (type(module) is IRMB and module.attn_s and not module.training and module.window_size > 0
             and type(module.norm) is LayerNorm2d and _pointwise(module.qk) is not None
             and _pointwise(module.v) is not None)
