@@ -10,7 +10,7 @@ import torch
 from emo_mm.apis.inference import ImageReadError, read_image_bgr
 from emo_mm.analysis.results import load_metafile, read_work_dir
 
-from tests.utils import ROOT, run_length, run_tool
+from tests.utils import ROOT, run_length, run_tool, tool_exit_message
 
 COCO = 'data/mini/coco'
 FIT_EPOCHS = run_length('ssdlite_emo_1m', 'fit')
@@ -112,24 +112,13 @@ def test_infer_draws_boxes_on_fitted_images(det_infer, trained):
         assert on_objects >= 0.5, (path.name, iou)
 
 
-def _infer_cli_exit(monkeypatch, *args):
-    """tools/infer.py ARGS run in this process as ``python tools/infer.py`` runs it: the message it exits with
-    (a ``sys.exit(str)``: Python prints exactly that line, no traceback)."""
-    import runpy
-    monkeypatch.setattr('sys.argv', ['tools/infer.py', *map(str, args)])
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(str(ROOT / 'tools' / 'infer.py'), run_name='__main__')
-    assert isinstance(exit_.value.code, str), exit_.value.code  # a message, not a bare status
-    return exit_.value.code
-
-
 def test_infer_missing_or_broken_image_is_a_clear_error(images, tmp_path, monkeypatch):
     missing = tmp_path / 'nope.png'
-    message = _infer_cli_exit(monkeypatch, 'configs/det/ssdlite_emo_1m.py', 'none', images['rgb'], missing,
+    message = tool_exit_message(monkeypatch, 'tools/infer.py', 'configs/det/ssdlite_emo_1m.py', 'none', images['rgb'], missing,
                               '--out-dir', tmp_path / 'x')
     assert message == f'error: image not found: {missing}'
     broken = images['rgb'].parent / 'broken.jpg'
-    message = _infer_cli_exit(monkeypatch, 'configs/det/ssdlite_emo_1m.py', 'none', broken,
+    message = tool_exit_message(monkeypatch, 'tools/infer.py', 'configs/det/ssdlite_emo_1m.py', 'none', broken,
                               '--out-dir', tmp_path / 'x')
     assert message.startswith(f'error: cannot read image {broken}'), message
     assert not (tmp_path / 'x').exists()  # every image is read before anything is built or written
@@ -140,7 +129,7 @@ def test_infer_missing_or_broken_image_is_a_clear_error(images, tmp_path, monkey
     (['configs/det/ssdlite_emo_1m.py'], 'no checkpoint given after configs/det/ssdlite_emo_1m.py'),
     (['configs/det/ssdlite_emo_1m.py', 'none'], 'no image files given (CONFIG CHECKPOINT IMAGE')])
 def test_infer_missing_positionals_name_what_is_missing(args, message, monkeypatch):
-    assert message in _infer_cli_exit(monkeypatch, *args)
+    assert message in tool_exit_message(monkeypatch, 'tools/infer.py', *args)
 
 
 def test_infer_segmentor(images, tmp_path):

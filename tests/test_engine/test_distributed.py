@@ -192,15 +192,19 @@ def test_seg_dist_train_and_test(mini_data, tmp_path):
     import numpy as np
     from PIL import Image
     cfg = 'configs/seg/deeplabv3_emo_1m.py'
-    small = ['train_cfg.max_iters=2', 'train_dataloader.batch_size=2', 'val_dataloader.dataset.indices=2',
-             'test_dataloader.dataset.indices=5']
+    # 256-pixel crops / test short side instead of 512 (a quarter of the pixels; the transforms are the config's)
+    size = ['model.data_preprocessor.size=(256,256)', 'train_dataloader.dataset.pipeline.2.scale=(1024,256)',
+            'train_dataloader.dataset.pipeline.3.crop_size=(256,256)',
+            'val_dataloader.dataset.pipeline.1.scale=(1024,256)', 'test_dataloader.dataset.pipeline.1.scale=(1024,256)']
+    small = ['train_cfg.max_iters=2', 'train_dataloader.batch_size=2', 'val_dataloader.dataset.indices=2', *size]
+    test = ['test_dataloader.dataset.indices=5', *size]
     dist('dist_train.sh', cfg, 2, '--mini', '--work-dir', tmp_path / 'train', '--cfg-options', *small,
          'sync_bn=torch')
     ckpt = tmp_path / 'train' / 'iter_2.pth'
     log2 = dist('dist_test.sh', cfg, ckpt, 2, '--mini', '--work-dir', tmp_path / 't2', '--out', tmp_path / 'p2',
-                '--cfg-options', *small[3:])
+                '--cfg-options', *test)
     log1 = one_process('tools/test.py', cfg, ckpt, '--mini', '--work-dir', tmp_path / 't1', '--out',
-                       tmp_path / 'p1', '--cfg-options', *small[3:])
+                       tmp_path / 'p1', '--cfg-options', *test)
     one, two = (sorted(p.name for p in (tmp_path / d).glob('*.png')) for d in ('p1', 'p2'))
     assert len(one) == 5 and two == one  # 5 images over 2 processes: none lost, none doubled
     for name in one:
