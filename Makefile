@@ -4,7 +4,10 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export TORCH_SPEC VENV
 
-.PHONY: env data demo test test-slow bench clean
+.PHONY: help env data demo test test-slow bench clean
+
+help:           ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):[^#]*## /  \1\t/' | expand -t 14
 
 env:            ## create/refresh .venv (torch, compiled mmcv 2.1.0 cached in ~/.cache/emo_mm, mm* stack, emo_mm)
 	@bash tools/setup_env.sh
@@ -15,10 +18,10 @@ data: env       ## generate the embedded mini COCO / ADE20K / ImageNet sets unde
 demo: env data  ## SSDLite-EMO-1M memorises 8 mini COCO images; mAP and pictures: fitted images vs held-out val
 	@$(PY) tools/demo.py
 
-test: env       ## run the test suite (without the slow reliability loops); lists the 15 slowest
+test: env       ## run the test suite (all but the `slow` loops); lists the 15 slowest
 	@$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow" --durations=15
 
-test-slow: env  ## the slow reliability loops: 10 SIGKILL + resume trials (~10 minutes)
+test-slow: env  ## the slow loops: 10 SIGKILL + resume trials, all 200 fuzzed checkpoints (~15 minutes)
 	@$(PY) -m pytest tests -q -p no:cacheprovider -m slow
 
 bench: env      ## CPU throughput of EMO/EMOv2 (plain and deploy) and mmpretrain peers

@@ -1,52 +1,17 @@
-"""Shared fixtures: the repo root as working directory and the generated mini datasets."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
+"""Session fixtures shared by the test packages: the generated mini datasets, the tiny classifier run (a real
+mmengine work dir with checkpoints), the memorisation fits, and denormal flushing for seeded-weight exports."""
 import pytest
+import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def official_weights(family, size):
-    """The ImageNet weights a det / seg config of ``family`` ('emo' / 'emov2') and ``size`` starts from.
-
-    The official release files (EMO: the committed ``net.pth``; EMOv2: the non-KD 224 file); EMOv2-20M has none,
-    its configs name a local file.
-    """
-    if family == 'emo':
-        return f'https://github.com/zhangzjn/EMO/raw/main/resources/EMO_{size.upper()}/net.pth'
-    if size == '20m':
-        return 'checkpoints/emov2_20m_in1k.pth'
-    return f'https://github.com/zhangzjn/data/raw/main/emov2_pretrained_weights/EMOv2_{size.upper()}_224.pth'
-
-
-def run_tool(*args, timeout=900, check=True):
-    """Run ``python tools/<args>`` from the repo root as a user would; returns the CompletedProcess."""
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
-    if check and proc.returncode != 0:
-        raise AssertionError(f'{" ".join(map(str, args))} exited {proc.returncode}\n'
-                             f'--- stdout (tail)\n{proc.stdout[-4000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}')
-    return proc
+from tests.utils import CLS_TINY_RUN, learning_run, run_tool
 
 
 @pytest.fixture(scope='session')
 def mini_data():
     """data/mini/{coco,ade,imagenet}, generated once (the generator skips complete sets)."""
     run_tool('tools/misc/make_mini_data.py', timeout=300)
+    from tests.utils import ROOT
     return ROOT / 'data' / 'mini'
-
-
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'slow: minutes-long reliability loops; `make test-slow` runs them, '
-                                       '`make test` deselects them')
-
-
-CLS_TINY_RUN = ['configs/cls/emo_1m_8xb256_in1k.py', '--mini', '--cfg-options', 'train_dataloader.dataset.indices=16',
-                'train_dataloader.batch_size=8', 'val_dataloader.dataset.indices=8', 'train_cfg.max_epochs=3',
-                'randomness.seed=0']
 
 
 @pytest.fixture(scope='session')
@@ -58,3 +23,19 @@ def cls_reference_run(mini_data, tmp_path_factory):
     work = tmp_path_factory.mktemp('cls_reference_run')
     run_tool('tools/train.py', *CLS_TINY_RUN[:2], '--work-dir', work, *CLS_TINY_RUN[2:])
     return work
+
+
+@pytest.fixture(scope='session')
+def learning_runs(mini_data, tmp_path_factory):
+    """``(task, kind) -> (final metric, work dir)``: the memorisation runs of tests.utils.TASKS, each trained
+    once per session and shared by the modules that evaluate, draw or tabulate the fitted checkpoints."""
+    return lambda task, kind: learning_run(tmp_path_factory.getbasetemp(), task, kind)
+
+
+@pytest.fixture(scope='module')
+def flush_denormals():
+    """Seeded / random weights leave some activations denormal: CPU kernels run 10-100x slower on them."""
+    was = torch.set_flush_denormal(True)
+    yield
+    if was:
+        torch.set_flush_denormal(False)

@@ -1,7 +1,7 @@
 """The `make demo` job: SSDLite-EMO-1M on the embedded mini COCO, end to end, with the real tools.
 
-From scratch, a few CPU minutes cannot train EMO into a detector that generalises (configs/det/README.md,
-"Mini COCO check": the reference EMO-1M gives the same near-zero mAP). What they can show is that the whole
+From scratch, a few CPU minutes cannot train EMO into a detector that generalises (docs/learning_evidence.md:
+the reference EMO-1M gives the same near-zero mAP). What they can show is that the whole
 loop learns: the demo trains on 8 mini COCO train images until it has memorised them, then evaluates and
 draws twice, clearly apart: on those 8 training images (the fit) and on the 40 held-out val images.
 

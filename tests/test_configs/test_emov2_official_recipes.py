@@ -9,7 +9,7 @@ parameters (mmengine matches keys as substrings of the full name, longest key fi
 import pytest
 from mmengine.config import Config
 
-from ..conftest import ROOT, official_weights
+from tests.utils import ROOT, official_weights
 
 SIZES = ('1m', '2m', '5m', '20m')
 # C1..C4, depths and drop-path rate of each EMOv2 size (the official configs' embed_dims / depths / drop_path)

@@ -18,7 +18,7 @@ import emo_mm  # noqa: F401  (registers the checkpoint loaders)
 from emo_mm.models.pretrained import build_backbone, load_pretrained
 from emo_mm.utils.checkpoint_io import CheckpointError, DownloadError, cached_checkpoint_path, fetch_checkpoint
 
-from ..conftest import ROOT, run_tool
+from tests.utils import ROOT, run_tool
 
 SERVER_LIFETIME_S = 600  # the server shuts itself down after this even if a test never reaches its teardown
 EMO_1M_URL_PATH = '/zhangzjn/EMO/raw/main/resources/EMO_1M/net.pth'  # the release's layout: a generic name

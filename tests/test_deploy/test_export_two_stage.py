@@ -22,8 +22,9 @@ from emo_mm import deploy, models, testing
 from emo_mm.deploy import OnnxModel, Preprocess, deploy_metadata
 from emo_mm.apis.inference import read_image_bgr
 
-from .conftest import ROOT
-from .test_export import _flush_denormals  # noqa: F401  (autouse: seeded weights leave denormal activations)
+from tests.utils import ROOT
+
+pytestmark = pytest.mark.usefixtures('flush_denormals')  # seeded weights leave denormal activations
 
 CONFIGS = sorted(glob.glob(str(ROOT / 'configs/det/mask_rcnn_*.py')))
 # the mask head (~0.7 GMAC per RoI) and the bbox head (~13 MMAC per proposal) dominate the run time: fewer

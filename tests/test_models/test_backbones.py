@@ -16,14 +16,14 @@ from emo_mm.registry import MODELS
 VARIANTS = [(EMO, '1m'), (EMO, '2m'), (EMO, '5m'), (EMO, '6m'),
             (EMOv2, '1m'), (EMOv2, '2m'), (EMOv2, '5m'), (EMOv2, '20m')]
 IDS = [f'{cls.__name__}-{arch}' for cls, arch in VARIANTS]
-# spec 1.3 / 2.3: stem width and C1..C4
+# the papers' model settings (official zhangzjn/EMO model files): stem width and C1..C4
 CHANNELS = {
     ('EMO', '1m'): (24, 32, 48, 80, 168), ('EMO', '2m'): (24, 32, 48, 120, 200),
     ('EMO', '5m'): (24, 48, 72, 160, 288), ('EMO', '6m'): (24, 48, 72, 160, 320),
     ('EMOv2', '1m'): (16, 32, 48, 80, 180), ('EMOv2', '2m'): (16, 32, 48, 120, 200),
     ('EMOv2', '5m'): (24, 48, 72, 160, 288), ('EMOv2', '20m'): (32, 64, 128, 320, 448),
 }
-# classifier params (backbone + final LN + Linear(C4, 1000)) in thousands, spec 1.4 / 2.3
+# classifier params (backbone + final LN + Linear(C4, 1000)) in thousands, as the papers' ImageNet tables print them
 CLS_PARAMS_K = {('EMO', '1m'): 1361, ('EMO', '2m'): 2377, ('EMO', '5m'): 5109, ('EMO', '6m'): 6168,
                 ('EMOv2', '1m'): 1461, ('EMOv2', '2m'): 2384, ('EMOv2', '5m'): 5126, ('EMOv2', '20m'): 20195}
 BACKBONE_PARAMS_K = {'1m': 1192, '2m': 2176, '5m': 4819, '6m': 5847}
@@ -242,8 +242,14 @@ def test_window_size_leq_zero_is_one_window():
 # --------------------------------------------------------------------------------------------------
 # Deploy path
 
-@pytest.mark.parametrize('out_indices', [(0, 1, 2, 3, 4), (1, 2, 3, 4)], ids=['with_stem', 'no_stem'])
-@pytest.mark.parametrize('cls,arch', VARIANTS, ids=IDS)
+# every size without a stem output (the stem's last conv composed into stage 1's first); with the stem output
+# (no composition) on one size per family: the stem's composition does not depend on the size
+DEPLOY_CASES = [(cls, arch, (1, 2, 3, 4)) for cls, arch in VARIANTS] + \
+    [(cls, '1m', (0, 1, 2, 3, 4)) for cls in (EMO, EMOv2)]
+
+
+@pytest.mark.parametrize('cls,arch,out_indices', DEPLOY_CASES,
+                         ids=[f'{c.__name__}-{a}-{"with_stem" if 0 in o else "no_stem"}' for c, a, o in DEPLOY_CASES])
 def test_deploy_equivalence(cls, arch, out_indices):
     torch.manual_seed(0)
     model = randomize(cls(arch, out_indices=out_indices, window_size=3, final_norm=True)).eval()

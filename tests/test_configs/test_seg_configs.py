@@ -1,6 +1,6 @@
 """Segmentation configs (configs/seg): build, train, evaluate, load weights, complexity, inference sizes.
 
-The trained DeepLabv3-EMO-1M evaluated by ``tools/test.py --mini`` is tests/test_learning.py's memorisation
+The trained DeepLabv3-EMO-1M evaluated by ``tools/test.py --mini`` is tests/test_learning/test_memorisation.py's memorisation
 run (shared, trained once per session).
 """
 import glob
@@ -11,15 +11,15 @@ import re
 import pytest
 import torch
 
-from .conftest import ROOT, official_weights, run_tool
-from .test_learning import learning_run, run_length
+from tests.utils import (ROOT, official_weights, random_official_state_dict, run_length, run_tool, shrink_seg,
+                         tool_exit_message)
 
-# DeepLabv3 and PSPNet (EMO, EMOv2 incl. 20M); SegFormer head / Semantic FPN: tests/test_emov2_family.py
+# DeepLabv3 and PSPNet (EMO, EMOv2 incl. 20M); SegFormer head / Semantic FPN: tests/test_configs/test_emov2_family_configs.py
 SEG_CONFIGS = sorted(osp.relpath(p, ROOT) for p in glob.glob(str(ROOT / 'configs' / 'seg' / '*.py'))
                      if osp.basename(p).startswith(('deeplabv3', 'pspnet')))
 ADE_ROOT = 'data/ade/ADEChallengeData2016'
 
-# Published Params (M) / FLOPs (G) at 512x512 (spec 5.4; also in configs/seg/metafile.yml).
+# Published Params (M) / FLOPs (G) at 512x512 (the EMO / EMOv2 papers' ADE20K tables; also in configs/seg/metafile.yml).
 PUBLISHED = {
     'deeplabv3_emo_1m': (5.6, 2.4), 'deeplabv3_emo_2m': (6.9, 3.5), 'deeplabv3_emo_5m': (10.3, 5.8),
     'pspnet_emo_1m': (4.3, 2.1), 'pspnet_emo_2m': (5.5, 3.1), 'pspnet_emo_5m': (8.5, 5.3),
@@ -28,7 +28,7 @@ PUBLISHED = {
     'deeplabv3_emov2_20m': (26.0, 31.6), 'pspnet_emov2_20m': (23.6, 30.9),
 }
 
-# The trained DeepLabv3-EMO-1M of these tests is tests/test_learning.py's fit (trained once per session): from
+# The trained DeepLabv3-EMO-1M of these tests is tests/test_learning/test_memorisation.py's fit (trained once per session): from
 # scratch, 120 iterations on the first 8 mini ADE20K training images (seed 0). Measured on the 20 held-out mini
 # val images: mIoU 57.4 (aAcc 91.6); an untrained model scores 0.0-0.4 (docs/learning_evidence.md).
 HELD_OUT_MIOU_MIN = 20.0
@@ -53,16 +53,6 @@ def _build_segmentor(cfg):
     from mmseg.registry import MODELS
     init_default_scope('mmseg')
     return MODELS.build(cfg.model)
-
-
-def _shrink(cfg, size=256):
-    """Train crops / test short side ``size`` instead of 512 (pipelines otherwise unchanged)."""
-    train = cfg.train_dataloader.dataset.pipeline
-    train[2]['scale'] = (4 * size, size)
-    train[3]['crop_size'] = (size, size)
-    cfg.model.data_preprocessor['size'] = (size, size)
-    for name in ('val_dataloader', 'test_dataloader'):
-        cfg[name].dataset.pipeline[1]['scale'] = (4 * size, size)
 
 
 def test_configs_parse_with_official_settings():
@@ -96,15 +86,27 @@ def test_configs_parse_with_official_settings():
         assert cfg.train_dataloader.dataset.data_root == ADE_ROOT and cfg.default_scope == 'mmseg'
 
 
-@pytest.mark.parametrize('path', SEG_CONFIGS)
+# One size per family (the sizes differ only in widths / depths: tests/test_models covers every size's forward,
+# test_complexity_matches_published builds every config, tests/test_deploy exports and runs every one);
+# DeepLabv3-EMO-1M trains through tools/train.py in tests/test_learning.
+ONE_ITERATION = ['configs/seg/deeplabv3_emo_5m.py', 'configs/seg/deeplabv3_emov2_2m.py', 'configs/seg/pspnet_emo_1m.py',
+                 'configs/seg/pspnet_emov2_5m.py']
+
+
+def test_one_iteration_configs_cover_every_family():
+    assert set(ONE_ITERATION) <= set(SEG_CONFIGS)
+    assert {_name(p).rsplit('_', 1)[0] for p in ONE_ITERATION} == {_name(p).rsplit('_', 1)[0] for p in SEG_CONFIGS}
+
+
+@pytest.mark.parametrize('path', ONE_ITERATION)
 def test_config_trains_one_iteration_and_evaluates(path, mini_data, tmp_path):
-    """Every config, through the --mini override: 1 iteration (batch 2), then mIoU on one val image."""
+    """Through the --mini override: 1 iteration (batch 2), then mIoU on one val image."""
     from mmengine.runner import Runner
 
     from emo_mm.datasets.mini import apply_mini
     cfg = _load_cfg(path)
     apply_mini(cfg, 'mmseg', iters=1)
-    _shrink(cfg)
+    shrink_seg(cfg)
     cfg.train_dataloader.batch_size = 2  # BN in the 1x1 pooling branches needs > 1 sample
     cfg.val_dataloader.dataset.indices = 1
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=-1, save_last=False)
@@ -118,19 +120,6 @@ def test_config_trains_one_iteration_and_evaluates(path, mini_data, tmp_path):
         assert 0 <= float(hub.get_scalar(key).current()) <= 100
 
 
-def _random_official_state_dict(arch):
-    """A classification checkpoint in the official flat layout (stage0..., norm.norm.*, head.*), random."""
-    from emo_mm.models.pretrained import build_backbone
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-    backbone = build_backbone(arch, final_norm=True)
-    for key, value in backbone.state_dict().items():
-        state[key] = torch.randn(value.shape, generator=gen) if value.is_floating_point() else value.clone()
-    state['head.weight'] = torch.randn(1000, backbone.channels[-1], generator=gen)
-    state['head.bias'] = torch.randn(1000, generator=gen)
-    return state
-
-
 @pytest.mark.parametrize('family', ['emo', 'emov2'])
 def test_converted_official_checkpoint_loads_into_segmentor(family, tmp_path):
     """Official layout -> tools' converter -> init_cfg Pretrained(prefix='backbone.'): every backbone tensor."""
@@ -138,7 +127,7 @@ def test_converted_official_checkpoint_loads_into_segmentor(family, tmp_path):
     from mmengine.logging import MMLogger
     for size in ('1m', '5m'):
         arch = f'{family}-{size}'
-        official = _random_official_state_dict(arch)
+        official = random_official_state_dict(arch)
         src, dst = tmp_path / f'{arch}_official.pth', tmp_path / f'{arch}_in1k.pth'
         torch.save({'net_E': official}, src)  # the official files wrap the EMA weights like this
         convert_official(str(src), str(dst), arch)
@@ -156,7 +145,7 @@ def test_converted_official_checkpoint_loads_into_segmentor(family, tmp_path):
 
 @pytest.mark.parametrize('path', SEG_CONFIGS)
 def test_complexity_matches_published(path):
-    """tools/analysis_tools/get_flops.py counting at 512x512 vs spec 5.4 (README: the conventions and the two v1-5M FLOPs).
+    """tools/analysis_tools/get_flops.py counting at 512x512 vs the papers' ADE20K tables (README: the conventions and the two v1-5M FLOPs).
 
     The published numbers are the counters' output cut (not rounded) to one decimal: published <= ours <
     published + 0.1. EMO v1 (mmseg 0.28 / mmcv counter) counted the auxiliary FCN head's parameters, EMOv2
@@ -207,21 +196,18 @@ def test_whole_and_slide_inference_on_awkward_sizes(name):
             torch.testing.assert_close(preds['slide'], preds['whole'], rtol=1e-4, atol=1e-4)
 
 
-def test_train_without_ade20k_says_what_is_missing():
+def test_train_without_ade20k_says_what_is_missing(monkeypatch):
     if osp.isdir(ROOT / ADE_ROOT):
         pytest.skip(f'{ADE_ROOT} exists here')
-    proc = run_tool('tools/train.py', 'configs/seg/deeplabv3_emo_1m.py', check=False, timeout=300)
-    err = proc.stderr
-    assert proc.returncode != 0
-    assert 'Traceback' not in err, err[-3000:]
-    assert 'ADE20K not found' in err and ADE_ROOT in err, err[-3000:]
-    assert '--mini' in err  # points at the embedded mini set
+    message = tool_exit_message(monkeypatch, 'tools/train.py', 'configs/seg/deeplabv3_emo_1m.py')
+    assert 'ADE20K not found' in message and ADE_ROOT in message
+    assert '--mini' in message  # points at the embedded mini set
 
 
 @pytest.fixture(scope='module')
-def fitted(mini_data, tmp_path_factory):
-    """(final validation mIoU, work dir) of DeepLabv3-EMO-1M fitted by tests/test_learning.py."""
-    return learning_run(tmp_path_factory, SEG_FIT, 'fit')
+def fitted(learning_runs):
+    """(final validation mIoU, work dir) of DeepLabv3-EMO-1M fitted by the memorisation run of tests/test_learning."""
+    return learning_runs(SEG_FIT, 'fit')
 
 
 def _tools_test_miou(work_dir, name, *options):

@@ -1,4 +1,4 @@
-"""Issue 4: tools/infer.py (detectors and segmentors, any image) and tools/analysis_tools/results_table.py."""
+"""tools/infer.py (detectors and segmentors, any image) and tools/analysis_tools/results_table.py."""
 import json
 import re
 
@@ -10,18 +10,17 @@ import torch
 from emo_mm.apis.inference import ImageReadError, read_image_bgr
 from emo_mm.analysis.results import load_metafile, read_work_dir
 
-from .conftest import ROOT, run_tool
-from .test_learning import learning_run, run_length
+from tests.utils import ROOT, run_length, run_tool, tool_exit_message
 
 COCO = 'data/mini/coco'
 FIT_EPOCHS = run_length('ssdlite_emo_1m', 'fit')
 
 
 @pytest.fixture(scope='session')
-def trained(mini_data, tmp_path_factory):
-    """Work dir of SSDLite-EMO-1M fitted to the first 8 mini COCO train images by tests/test_learning.py
-    (the same run, trained once per session): a checkpoint that finds the objects of those images."""
-    return learning_run(tmp_path_factory, 'ssdlite_emo_1m', 'fit')[1]
+def trained(learning_runs):
+    """Work dir of SSDLite-EMO-1M fitted to the first 8 mini COCO train images (the memorisation run of
+    tests/test_learning, trained once per session): a checkpoint that finds the objects of those images."""
+    return learning_runs('ssdlite_emo_1m', 'fit')[1]
 
 
 @pytest.fixture(scope='module')
@@ -79,56 +78,58 @@ def det_infer(trained, images, tmp_path_factory):
     return out, odd, fitted, proc.stdout, {path: (int(n), set(names.split(', ')) - {'-'}) for path, n, names in found}
 
 
-def _annotated_classes(file_name):
+def _annotated_boxes(file_name):
+    """(N, 4) x1, y1, x2, y2 of the objects annotated on a mini COCO train image."""
     coco = json.loads((ROOT / COCO / 'annotations' / 'instances_train2017.json').read_text())
     image_id = next(img['id'] for img in coco['images'] if img['file_name'] == file_name)
-    names = {c['id']: c['name'] for c in coco['categories']}
-    return {names[a['category_id']] for a in coco['annotations'] if a['image_id'] == image_id}
+    boxes = [a['bbox'] for a in coco['annotations'] if a['image_id'] == image_id]
+    return torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes], dtype=torch.float32)
 
 
-def test_infer_detector_any_image(det_infer):
-    out, inputs, _, stdout, _ = det_infer
-    for path in inputs:
-        pic = out / (path.stem + '.jpg')
-        assert pic.is_file(), stdout
-        assert str(pic) in stdout
-        src = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        assert cv2.imread(str(pic)).shape[:2] == src.shape[:2]  # drawn on the input, same size
-    assert 'grayscale -> BGR' in stdout and 'BGRA -> BGR (alpha dropped)' in stdout
+def test_infer_draws_boxes_on_fitted_images(det_infer, trained):
+    """On the mini COCO train images it was fitted to, tools/infer.py draws the boxes the model predicts, and
+    they lie on the annotated objects (IoU >= 0.5 with one of them, whatever the class: which class a
+    from-scratch fit names for an object differs between CPUs' float rounding; the fit's class-aware mAP is
+    tests/test_learning's)."""
+    from mmdet.structures.bbox import bbox_overlaps
 
-
-def test_infer_draws_boxes_on_fitted_images(det_infer):
-    """On the mini COCO train images it was fitted to, the model finds the annotated classes and draws them."""
+    from emo_mm.apis.inference import build_inferencer
     out, _, fitted, stdout, found = det_infer
+    inferencer, _ = build_inferencer(str(trained / 'ssdlite_emo_1m.py'), str(trained / f'epoch_{FIT_EPOCHS}.pth'),
+                                     device='cpu', mini=True)
     for path in fitted:
-        boxes, classes = found[str(path)]
-        assert boxes >= 1 and classes == _annotated_classes(path.name), (path.name, stdout)
+        boxes, _ = found[str(path)]
+        assert boxes >= 1, (path.name, stdout)
         drawn = cv2.imread(str(out / (path.stem + '.jpg'))).astype(np.int16)
         orig = cv2.imread(str(path)).astype(np.int16)
         assert np.abs(drawn - orig).mean() > 0.5  # boxes and labels were drawn
+        pred = inferencer([read_image_bgr(str(path))[0]], return_datasamples=True,
+                          no_save_vis=True)['predictions'][0].pred_instances
+        kept = pred.bboxes[pred.scores >= 0.3]
+        assert len(kept) == boxes, (path.name, len(kept), stdout)  # the tool drew what the model predicts
+        iou = bbox_overlaps(kept, _annotated_boxes(path.name))
+        on_objects = (iou.max(dim=1).values >= 0.5).float().mean().item()
+        assert on_objects >= 0.5, (path.name, iou)
 
 
-def test_infer_missing_or_broken_image_is_a_clear_error(images, tmp_path):
+def test_infer_missing_or_broken_image_is_a_clear_error(images, tmp_path, monkeypatch):
     missing = tmp_path / 'nope.png'
-    proc = run_tool('tools/infer.py', 'configs/det/ssdlite_emo_1m.py', 'none', images['rgb'], missing,
-                    '--out-dir', tmp_path / 'x', check=False, timeout=300)
-    assert proc.returncode != 0 and f'image not found: {missing}' in proc.stderr
-    assert 'Traceback' not in proc.stderr
+    message = tool_exit_message(monkeypatch, 'tools/infer.py', 'configs/det/ssdlite_emo_1m.py', 'none', images['rgb'], missing,
+                              '--out-dir', tmp_path / 'x')
+    assert message == f'error: image not found: {missing}'
     broken = images['rgb'].parent / 'broken.jpg'
-    proc = run_tool('tools/infer.py', 'configs/det/ssdlite_emo_1m.py', 'none', broken,
-                    '--out-dir', tmp_path / 'x', check=False, timeout=300)
-    assert proc.returncode != 0 and f'cannot read image {broken}' in proc.stderr
-    assert 'Traceback' not in proc.stderr
+    message = tool_exit_message(monkeypatch, 'tools/infer.py', 'configs/det/ssdlite_emo_1m.py', 'none', broken,
+                              '--out-dir', tmp_path / 'x')
+    assert message.startswith(f'error: cannot read image {broken}'), message
+    assert not (tmp_path / 'x').exists()  # every image is read before anything is built or written
 
 
 @pytest.mark.parametrize('args, message', [
     (['model.onnx'], 'no image files given after model.onnx (MODEL.onnx IMAGE'),
     (['configs/det/ssdlite_emo_1m.py'], 'no checkpoint given after configs/det/ssdlite_emo_1m.py'),
     (['configs/det/ssdlite_emo_1m.py', 'none'], 'no image files given (CONFIG CHECKPOINT IMAGE')])
-def test_infer_missing_positionals_name_what_is_missing(args, message):
-    proc = run_tool('tools/infer.py', *args, check=False, timeout=120)
-    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
-    assert 'Traceback' not in proc.stderr
+def test_infer_missing_positionals_name_what_is_missing(args, message, monkeypatch):
+    assert message in tool_exit_message(monkeypatch, 'tools/infer.py', *args)
 
 
 def test_infer_segmentor(images, tmp_path):

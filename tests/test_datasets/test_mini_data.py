@@ -16,7 +16,9 @@ from emo_mm.datasets.synthetic.ade import ADE_CLASSES
 from emo_mm.datasets.synthetic.coco import COCO_CATEGORIES, COCO_USED
 from emo_mm.datasets.synthetic.imagenet import IMAGENET_WNIDS
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tests.utils import ROOT as _ROOT  # noqa: E402
+
+ROOT = str(_ROOT)
 SCRIPT = osp.join(ROOT, 'tools', 'misc', 'make_mini_data.py')
 
 ADE_ROOT = ('ade', 'ADEChallengeData2016')

@@ -16,7 +16,7 @@ from emo_mm.engine.checkpoint import enable_exact_resume
 from emo_mm.datasets.checks import guard_pipelines
 from emo_mm.engine.distributed import setup_cpu_distributed
 
-from .conftest import ROOT
+from tests.utils import ROOT
 
 # a config per codebase whose pipelines load images (and, for det / seg, annotations)
 CONFIGS = {'mmdet': 'configs/det/ssdlite_emo_1m.py', 'mmseg': 'configs/seg/deeplabv3_emo_1m.py',

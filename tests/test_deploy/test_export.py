@@ -6,7 +6,7 @@
   NMS ties (two candidates whose scores agree to float32 rounding, and what NMS / the top-K cut differently
   because of them: ``emo_mm.deploy.export.unexplained_detections``), segmentors >= 99.9% equal pixels,
   outright; weights are seeded by ``lively_init`` so that there ARE detections (random init detects nothing);
-  Mask R-CNN configs: tests/test_export_two_stage.py;
+  Mask R-CNN configs: tests/test_deploy/test_export_two_stage.py;
 * the graph runs at another size than the export size, and pads its outputs to max_per_img with label -1;
 * ``emo_mm.deploy.runtime.OnnxModel`` (the config's own resize, boxes in original pixels) against mmdet's
   ``inference_detector`` on original mini images; ``tools/deployment/export_onnx.py`` and ``tools/infer.py model.onnx``
@@ -23,24 +23,21 @@ from emo_mm import deploy, models, testing
 from emo_mm.deploy import OnnxModel, Preprocess, deploy_metadata
 from emo_mm.apis.inference import read_image_bgr
 
-from .conftest import ROOT, run_tool
+from tests.utils import ROOT, run_tool
 
-CONFIGS = sorted(c for c in glob.glob(str(ROOT / 'configs/det/*.py')) + glob.glob(str(ROOT / 'configs/seg/*.py'))
-                 if not osp.basename(c).startswith('mask_rcnn'))  # tests/test_export_two_stage.py
+ALL_CONFIGS = sorted(c for c in glob.glob(str(ROOT / 'configs/det/*.py')) + glob.glob(str(ROOT / 'configs/seg/*.py'))
+                     if not osp.basename(c).startswith('mask_rcnn'))  # tests/test_deploy/test_export_two_stage.py
+# An SSDLite _512 config is its 320 twin but for the Resize scales (tests/test_configs/test_det_configs.py): at the
+# test's input size it exports the twin's graph; test_512_configs_export_their_twins_graph checks that, and the
+# metadata that carries the 512 resize.
+TWIN_512 = [c for c in ALL_CONFIGS if c.endswith('_512.py')]
+CONFIGS = [c for c in ALL_CONFIGS if c not in TWIN_512]
 # small test inputs (H, W): SSDLite's six levels and RetinaNet's P7 (stride 128) still exist at 96;
 # exported at SMALL, compared at OTHER (a size baked into the graph fails)
 SMALL = {'detector': (96, 128), 'segmentor': (64, 96)}
 OTHER = {'detector': (128, 96), 'segmentor': (96, 64)}
+pytestmark = pytest.mark.usefixtures('flush_denormals')  # seeded weights leave denormal activations
 MINI_DIRS = {'detector': 'data/mini/coco/val2017', 'segmentor': 'data/mini/ade/ADEChallengeData2016/images/validation'}
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _flush_denormals():
-    """Seeded / random weights leave some activations denormal: CPU kernels run 10-100x slower on them."""
-    was = torch.set_flush_denormal(True)
-    yield
-    if was:
-        torch.set_flush_denormal(False)
 
 
 def _images(mini_data, kind, n=2):
@@ -80,6 +77,26 @@ def test_every_config_exports_and_matches_pytorch(config, mini_data, tmp_path):
     deploy.export_end_to_end(model, kind, f, SMALL[kind], metadata=meta)
     x = _small_batch(cfg, model, kind, _images(mini_data, kind), OTHER[kind])
     _assert_same(kind, deploy.compare_end_to_end(model, kind, f, x))
+
+
+@pytest.mark.parametrize('config', TWIN_512, ids=[osp.basename(c) for c in TWIN_512])
+def test_512_configs_export_their_twins_graph(config):
+    """The _512 model is its twin's (same modules, same tensors once seeded alike): the exported graph at a
+    given input size is the same; the metadata differ only in the resize, 512x512."""
+    twin = config.replace('_512.py', '.py')
+    assert twin in CONFIGS
+    built = {}
+    for path in (config, twin):
+        torch.manual_seed(0)  # the same default init for the same modules
+        model, kind, cfg = models.build_model(path)
+        built[path] = model, kind, cfg, deploy_metadata(cfg, model, kind)
+    (big, kind, _, meta_big), (small, kind_twin, _, meta_twin) = built[config], built[twin]
+    assert kind == kind_twin == 'detector' and repr(big) == repr(small)
+    assert big.state_dict().keys() == small.state_dict().keys()
+    assert all(torch.equal(v, small.state_dict()[k]) for k, v in big.state_dict().items())
+    assert list(meta_big['emo_mm.preprocess'].pop('resize')['scale']) == [512, 512]
+    assert list(meta_twin['emo_mm.preprocess'].pop('resize')['scale']) == [320, 320]
+    assert meta_big == meta_twin
 
 
 @pytest.fixture(scope='module')

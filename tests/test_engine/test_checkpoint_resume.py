@@ -1,11 +1,10 @@
-"""Issue 14: crash-safe checkpoints, exact resume after SIGKILL, bad data named before it bites.
+"""Crash-safe checkpoints (atomic writes, the resume fallback past damaged files) and exact resume after SIGKILL.
 
 The kill/resume runs use EMO-1M on mini ImageNet, 16 images in batches of 8 (2 iterations per epoch),
 3 epochs, seed 0: an uninterrupted reference run, then runs killed with SIGKILL and restarted with
 ``--resume``; their final checkpoints must hold the same iteration, epoch, LR, weights, optimizer and
 scheduler state as the reference. ``make test-slow`` runs the 10-trial loop with kills at random moments.
 """
-import json
 import logging
 import os
 import random
@@ -18,21 +17,16 @@ import time
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.fileio import get_file_backend
 from mmengine.logging import MMLogger
-from mmengine.registry import init_default_scope
 from mmengine.runner import save_checkpoint
-from PIL import Image
 
 import emo_mm  # noqa: F401
 from emo_mm.engine.checkpoint import (TEMP_SUFFIX, AtomicLocalBackend, checkpoint_problem, enable_atomic_checkpoints,
                                   find_resumable_checkpoint, get_random_state, set_random_state)
 from emo_mm.utils.checkpoint_io import load_local_checkpoint
-from emo_mm.datasets.checks import BadDataError, annotation_problem, guard_pipelines, image_file_problem
-from emo_mm.apis.preflight import PreflightError, check
 
-from .conftest import CLS_TINY_RUN, ROOT, run_tool
+from tests.utils import CLS_TINY_RUN, ROOT, assert_same_training_state, run_tool
 
 EPOCHS = 3  # of CLS_TINY_RUN
 
@@ -40,26 +34,6 @@ EPOCHS = 3  # of CLS_TINY_RUN
 def train_cmd(work_dir, *extra):
     return [sys.executable, 'tools/train.py', *CLS_TINY_RUN[:2], '--work-dir', str(work_dir), *extra,
             *CLS_TINY_RUN[2:]]
-
-
-def assert_same_training_state(got_path, want_path, atol=1e-6):
-    """Two checkpoints of the same schedule point hold the same training state (float noise aside)."""
-    got, want = load_local_checkpoint(str(got_path)), load_local_checkpoint(str(want_path))
-    for key in ('epoch', 'iter', 'seed'):
-        assert got['meta'][key] == want['meta'][key], key
-    assert got['param_schedulers'] == want['param_schedulers']
-    assert [g['lr'] for g in got['optimizer']['param_groups']] == \
-        [g['lr'] for g in want['optimizer']['param_groups']]
-    for part in ('state_dict', 'ema_state_dict'):
-        assert got[part].keys() == want[part].keys()
-        for k, v in want[part].items():
-            torch.testing.assert_close(got[part][k], v, atol=atol, rtol=0, msg=f'{part}.{k}')
-    for idx, state in want['optimizer']['state'].items():
-        for k, v in state.items():
-            torch.testing.assert_close(got['optimizer']['state'][idx][k], v, atol=atol, rtol=0,
-                                       msg=f'optimizer state {idx}.{k}')
-    assert got['message_hub']['runtime_info']['iter'] == want['message_hub']['runtime_info']['iter']
-    return got
 
 
 @pytest.fixture
@@ -211,123 +185,3 @@ def test_random_state_survives_weights_only_round_trip(tmp_path):
     random.seed(2), np.random.seed(2), torch.manual_seed(2)
     set_random_state(load_local_checkpoint(str(tmp_path / 'c.pth'))['random_state'][0])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == want
-
-
-# ----------------------------------------------------------------------------------------------------------
-# bad data
-def _copy_coco(mini_data, dst, n_images=4):
-    """A COCO copy with the first ``n_images`` train images of the mini set (data/mini stays untouched)."""
-    src = mini_data / 'coco'
-    ann = json.loads((src / 'annotations' / 'instances_train2017.json').read_text())
-    ann['images'] = ann['images'][:n_images]
-    keep = {im['id'] for im in ann['images']}
-    ann['annotations'] = [a for a in ann['annotations'] if a['image_id'] in keep]
-    (dst / 'annotations').mkdir(parents=True)
-    (dst / 'train2017').mkdir()
-    for im in ann['images']:
-        shutil.copy(src / 'train2017' / im['file_name'], dst / 'train2017' / im['file_name'])
-    (dst / 'annotations' / 'instances_train2017.json').write_text(json.dumps(ann))
-    return ann
-
-
-def _det_dataset(root):
-    from mmengine.registry import DATASETS
-    cfg = Config.fromfile(str(ROOT / 'configs/det/ssdlite_emo_1m.py'))
-    ds = cfg.train_dataloader.dataset.dataset
-    ds.update(data_root=str(root) + '/', ann_file='annotations/instances_train2017.json',
-              data_prefix=dict(img='train2017/'))
-    guard_pipelines(cfg, ('train_dataloader',))
-    init_default_scope('mmdet')
-    return DATASETS.build(ds)
-
-
-@pytest.mark.parametrize('damage,problem', [
-    ('truncate', 'truncated JPEG'),
-    ('text', 'not a decodable image'),
-    ('delete', 'file not found'),
-])
-def test_broken_image_is_named(mini_data, tmp_path, damage, problem):
-    ann = _copy_coco(mini_data, tmp_path)
-    victim = tmp_path / 'train2017' / ann['images'][2]['file_name']
-    if damage == 'truncate':
-        victim.write_bytes(victim.read_bytes()[:victim.stat().st_size // 2])
-    elif damage == 'text':
-        victim.write_text('this is not a JPEG\n')
-    else:
-        victim.unlink()
-    dataset = _det_dataset(tmp_path)
-    assert dataset[0]['inputs'].shape[0] == 3  # intact images load through the checked pipeline
-    with pytest.raises(BadDataError) as err:
-        dataset.prepare_data(2)
-    msg = str(err.value)
-    assert msg.startswith(f'{victim}: ')
-    if problem == 'not a decodable image':  # the header does not look like a JPEG: the decoder says so
-        assert 'LoadImageFromFile failed' in msg and 'failed to load image' in msg
-    else:
-        assert problem in msg
-
-
-def test_image_checks_accept_intact_files(mini_data):
-    for path in list((mini_data / 'coco' / 'train2017').iterdir())[:5] + \
-            list((mini_data / 'ade/ADEChallengeData2016/annotations/training').iterdir())[:5]:
-        assert image_file_problem(str(path)) is None, path
-
-
-def test_truncated_image_stops_tools_train_in_worker_with_one_line(mini_data, tmp_path):
-    """The real tool, with dataloader workers: the message names the file, no worker traceback."""
-    ann = _copy_coco(mini_data, tmp_path / 'coco')
-    victim = tmp_path / 'coco' / 'train2017' / ann['images'][1]['file_name']
-    victim.write_bytes(victim.read_bytes()[:2000])
-    proc = run_tool('tools/train.py', 'configs/det/ssdlite_emo_1m.py', '--mini', '--work-dir', tmp_path / 'w',
-                    '--cfg-options', f'train_dataloader.dataset.dataset.data_root={tmp_path}/coco/',
-                    'train_dataloader.num_workers=1', 'train_dataloader.batch_size=4', 'train_cfg.max_epochs=1',
-                    'train_dataloader.persistent_workers=False', check=False, timeout=600)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-2:] == [
-        f'bad data: {victim}: truncated JPEG (2000 bytes): no end-of-image marker, the file was cut short',
-        'docs/cluster.md "Bad data" explains how to find and fix such files.']
-    assert 'Traceback' not in proc.stderr
-
-
-def test_seg_map_of_other_size_is_named(mini_data, tmp_path):
-    from mmengine.registry import DATASETS
-    src = mini_data / 'ade' / 'ADEChallengeData2016'
-    for sub in ('images/training', 'annotations/training'):
-        (tmp_path / sub).mkdir(parents=True)
-    stems = sorted(p.stem for p in (src / 'images/training').glob('*.jpg'))[:2]
-    for stem in stems:
-        shutil.copy(src / f'images/training/{stem}.jpg', tmp_path / f'images/training/{stem}.jpg')
-        shutil.copy(src / f'annotations/training/{stem}.png', tmp_path / f'annotations/training/{stem}.png')
-    seg = tmp_path / f'annotations/training/{stems[1]}.png'
-    small = Image.open(seg).resize((17, 11), Image.NEAREST)
-    small.save(seg)
-    h, w = np.asarray(Image.open(tmp_path / f'images/training/{stems[1]}.jpg')).shape[:2]
-    cfg = Config.fromfile(str(ROOT / 'configs/seg/deeplabv3_emo_1m.py'))
-    cfg.train_dataloader.dataset.data_root = str(tmp_path)
-    guard_pipelines(cfg, ('train_dataloader',))
-    init_default_scope('mmseg')
-    dataset = DATASETS.build(cfg.train_dataloader.dataset)
-    assert dataset[0]['inputs'].shape[0] == 3
-    with pytest.raises(BadDataError) as err:
-        dataset.prepare_data(1)
-    assert str(err.value) == f'{seg}: segmentation map is 11x17 (HxW) but its image ' \
-                             f'{tmp_path}/images/training/{stems[1]}.jpg is {h}x{w}'
-
-
-@pytest.mark.parametrize('content,problem', [
-    ('{"images": [', 'not valid json: Expecting value at line 1, column 13'),
-    ('{"annotations": [], "categories": []}', "has no 'images' list (top-level keys: ['annotations', "
-                                              "'categories'])"),
-    ('{"images": [], "annotations": [], "categories": []}', "its 'images' list is empty"),
-])
-def test_broken_annotation_file_stops_preflight(mini_data, tmp_path, content, problem):
-    _copy_coco(mini_data, tmp_path, n_images=1)
-    ann = tmp_path / 'annotations' / 'instances_train2017.json'
-    ann.write_text(content)
-    assert problem in annotation_problem(str(ann), 'CocoDataset')
-    cfg = Config.fromfile(str(ROOT / 'configs/det/ssdlite_emo_1m.py'))
-    cfg.train_dataloader.dataset.dataset.data_root = str(tmp_path) + '/'
-    cfg.model.backbone.init_cfg = None
-    with pytest.raises(PreflightError) as err:
-        check(cfg, ('train_dataloader',))
-    assert f'train_dataloader: annotation file {ann} {problem}' in str(err.value)

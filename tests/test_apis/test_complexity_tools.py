@@ -21,7 +21,9 @@ from emo_mm.deploy import check_onnx, export_onnx
 from emo_mm.analysis import complexity
 from emo_mm.models import variants
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tests.utils import ROOT as _ROOT  # noqa: E402
+
+ROOT = str(_ROOT)
 
 # name -> (params in M as printed (3 decimals), FLOPs at 224 in M) from the papers' fvcore tables
 PAPER = {name: (v[2], v[3]) for name, v in variants.VARIANTS.items() if v[3] is not None}
