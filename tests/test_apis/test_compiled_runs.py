@@ -29,7 +29,7 @@ CASES = {
     # SSDLite-EMO-1M (EMO v1 backbone): 2 iterations of 2 images at its 320x320 input
     'det': ('configs/det/ssdlite_emo_1m.py', 'epoch_1.pth', [
         'train_dataloader.batch_size=2', 'train_dataloader.dataset.dataset.indices=4', 'train_cfg.max_epochs=1',
-        'val_dataloader.dataset.indices=1', 'test_dataloader.dataset.indices=2', 'test_cfg.score_thr=0.0']),
+        'val_dataloader.dataset.indices=1', 'test_dataloader.dataset.indices=2', 'model.test_cfg.score_thr=0.0']),
     # Semantic FPN-EMOv2-1M (EMOv2, hybrid window attention): 2 iterations of 2 crops of 128x128
     'seg': ('configs/seg/fpn_emov2_1m.py', 'iter_2.pth', [
         'train_dataloader.batch_size=2', 'train_dataloader.dataset.indices=4', 'train_cfg.max_iters=2',
