@@ -12,8 +12,10 @@ from emo_mm.models.backbones import EMO, EMOv2
 
 TOL = 1e-4
 FAMILIES = {'EMO': EMO, 'EMOv2': EMOv2}
-# 224 (windows fit), sizes that pad every attention stage and odd sizes (the stride-2 convs round up)
-SIZES = [(64, 64), (72, 100), (97, 131)]
+# sizes whose stage-3/4 maps are padded to the 7x7 window, odd sizes included (the stride-2 convs round up):
+# the static graph is traced at the first, the dynamic one at all of them (one trace: a Dynamo trace of a
+# backbone costs seconds, so each size of the static graph would be one more)
+SIZES = [(72, 100), (64, 64), (97, 131)]
 
 
 def _pair(family, deploy, window_size=7):
@@ -45,7 +47,7 @@ def _assert_close(outs, refs):
 @pytest.mark.parametrize('family', FAMILIES)
 def test_one_graph_at_any_size(family, deploy):
     """fullgraph=True captures the whole backbone (no graph break), static and dynamic shapes, NCHW and
-    channels_last, under no_grad and inference_mode; outputs equal the plain model's."""
+    channels_last; outputs equal the plain model's."""
     plain, model = _pair(family, deploy)
     torch._dynamo.reset()
     static = torch.compile(model, backend='eager', fullgraph=True, dynamic=False)
@@ -56,8 +58,8 @@ def test_one_graph_at_any_size(family, deploy):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             ref = plain(x)
-            _assert_close(static(x), ref)
-        with torch.inference_mode():
+            if i == 0:
+                _assert_close(static(x), ref)
             _assert_close(dynamic(x), ref)
 
 
