@@ -2,12 +2,12 @@
 segmentor train two iterations on the mini sets with the losses of the eager run, and their compiled test runs
 predict what the eager test runs predict.
 
-The runs compile the model's forward (``emo_mm.apis.runner.compile_model``: mmengine's own ``cfg.compile`` compiles the
-optimizer step too, which Dynamo fails on) through Dynamo and AOTAutograd (``--cfg-options compile.backend=aot_eager``): the whole
-``train_step`` / ``test_step`` is captured, forward and backward graphs included, and run by the same kernels as
-eager. TorchInductor's code generation is left out of the suite: compiling SSDLite-EMO-1M's train_step with it
-takes minutes of CPU time on a few cores; tests/test_models/test_compile.py checks Inductor's code for the
-backbones, which is where this package's code meets it.
+The runs compile the model's forward, network and losses (``emo_mm.apis.runner.compile_model``; mmengine's own
+``cfg.compile`` compiles the optimizer step too, on which Dynamo fails), through Dynamo and AOTAutograd
+(``--cfg-options compile.backend=aot_eager``): forward and backward graphs captured and run by eager's kernels.
+TorchInductor's code generation is left out of the suite: compiling SSDLite-EMO-1M's training step with it did
+not finish its first iteration in 25 min on the shared 2-core machine; tests/test_models/test_compile.py checks
+Inductor's code for the backbones, which is where this package's code meets it.
 """
 import glob
 import importlib.util
