@@ -107,6 +107,15 @@ class ThroughputCase:
             return self.n * self.batch / _run(self.fwd, self.x, self.n)
 
 
+def compiled_case(model: nn.Module, kind: str, batch: int, size: int, min_time: float = 0.3) -> ThroughputCase:
+    """The calibrated case of ``torch.compile(model)`` (default options, what a user's call gets; static
+    shapes, one specialisation per batch / size) in channels_last: TorchInductor's CPU convolutions want
+    channels_last, and one layout instead of probing two saves a compilation of every graph."""
+    case = ThroughputCase(model, kind, batch, size, 'channels_last')
+    case.fwd = torch.compile(case.fwd, dynamic=False)
+    return case.calibrate(min_time, warmup=2)
+
+
 def fastest_layout_case(model: nn.Module, kind: str, batch: int, size: int, min_time: float = 0.3
                         ) -> ThroughputCase:
     """Probe NCHW and channels_last under ``no_grad`` (warm-up, then timed in the order A B B A, which
@@ -131,18 +140,20 @@ class ModelWorker:
     the processes in turn (round-robin, one at a time, the others blocked on their pipe).
     """
 
-    def __init__(self, name: str, deploy: bool = False, threads: int = 0, keep_memory: bool = False):
+    def __init__(self, name: str, deploy: bool = False, threads: int = 0, keep_memory: bool = False,
+                 compiled: bool = False):
         ctx = _worker_context()
-        self.name, self.deploy = name, deploy
+        self.name, self.deploy, self.compiled = name, deploy, compiled
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve_model, args=(child, name, deploy, threads, keep_memory), daemon=True)
+        self.proc = ctx.Process(target=_serve_model, args=(child, name, deploy, threads, keep_memory, compiled),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.params = None
 
     @property
     def mode(self) -> str:
-        return 'deploy' if self.deploy else 'plain'
+        return ('deploy' if self.deploy else 'plain') + ('+compile' if self.compiled else '')
 
     def _request(self, *msg):
         self.conn.send(msg)
@@ -160,7 +171,8 @@ class ModelWorker:
         return self.params
 
     def prepare(self, batch: int, size: int, min_time: float) -> str:
-        """Pick and calibrate the faster layout at ``batch`` / ``size`` (:func:`fastest_layout_case`)."""
+        """Pick and calibrate the faster layout at ``batch`` / ``size`` (:func:`fastest_layout_case`; compiled:
+        :func:`compiled_case`, which compiles for this shape first)."""
         return self._request('case', batch, size, min_time)
 
     def time_once(self, grad_mode: str = 'no_grad') -> float:
@@ -187,7 +199,7 @@ def _worker_context():
     return ctx
 
 
-def _serve_model(conn, name, deploy, threads, keep_memory):
+def _serve_model(conn, name, deploy, threads, keep_memory, compiled=False):
     """Loop of a :class:`ModelWorker` process: build the model, then answer requests until 'close'."""
     import warnings
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -195,6 +207,11 @@ def _serve_model(conn, name, deploy, threads, keep_memory):
         keep_freed_memory()
     if threads:
         torch.set_num_threads(threads)
+    if compiled:
+        # every (batch, size, grad mode) is a specialisation of its own; the default limit (8) would send
+        # the later ones back to eager without a word
+        torch._dynamo.config.recompile_limit = 64
+        torch._dynamo.config.accumulated_recompile_limit = 1024
     try:
         model, kind = build_bench_model(name, deploy=deploy)
         params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -215,7 +232,7 @@ def _serve_model(conn, name, deploy, threads, keep_memory):
             if cmd == 'params':
                 value = params
             elif cmd == 'case':
-                case = fastest_layout_case(model, kind, *args)
+                case = (compiled_case if compiled else fastest_layout_case)(model, kind, *args)
                 value = case.layout
             elif cmd == 'time':
                 value = case.time_once(*args)

@@ -39,6 +39,10 @@ def add_common_args(parser):
                              '~0.001-0.01); '
                              'tests/test_learning.py and `make demo` show that each task learns, by '
                              'memorising a few training images')
+    parser.add_argument('--compile', action='store_true',
+                        help="torch.compile the model's forward (the same as --cfg-options compile=True, mmengine's "
+                             'setting; a dict of torch.compile options also works), in training and testing; the '
+                             'first iterations are slow while TorchInductor compiles (minutes on a few CPU cores)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -75,6 +79,8 @@ def prepare_config(args, tool, loaders):
                    iters=_positive_int(opts.get('train_cfg.max_iters')), pretrained_options=list(opts))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if getattr(args, 'compile', False) and not cfg.get('compile'):
+        cfg.compile = True  # a dict of options given with --cfg-options compile.backend=... etc. stays
     cfg.launcher = args.launcher
     if args.launcher != 'none' and not torch.cuda.is_available():
         # default_runtime asks for nccl, which needs GPUs; gloo runs the same job on CPUs.
@@ -154,8 +160,11 @@ def train(args):
         keep_seed_of_resumed_run(cfg)
     except (OSError, CheckpointError) as err:  # --resume CKPT that is missing or unreadable
         sys.exit(f'--resume: {err}')
+    options = take_compile_options(cfg)
     with exit_on_bad_data():
-        build_runner(cfg).train()
+        runner = build_runner(cfg)
+        compile_model(runner, options)
+        runner.train()
     finish_distributed_run()
 
 
@@ -171,12 +180,37 @@ def test(args):
         enable_show_dir(cfg, codebase, args.show_dir)
     if args.out and codebase == 'mmseg':
         configure_seg_out(cfg, args.out)
+    options = take_compile_options(cfg)
     runner = build_runner(cfg)
+    compile_model(runner, options)
     if args.out and codebase != 'mmseg':
         enable_dump(cfg, runner, codebase, args.out)
     with exit_on_bad_data():
         runner.test()
     finish_distributed_run()
+
+
+def take_compile_options(cfg):
+    """Remove ``cfg.compile`` and return it as torch.compile's keyword arguments (None: not compiled).
+
+    mmengine 0.10's Runner compiles the whole ``train_step`` when ``cfg.compile`` is set (in ``train()``), optimizer
+    step included, and Dynamo (torch 2.14) fails inside ``AdamW.step`` on mmengine's param groups
+    (``InternalTorchDynamoError: 'UserDefinedDictVariable' object has no attribute 'items'``); it compiles nothing
+    for testing. The tools take the setting out of the config before the Runner sees it and compile the model's
+    ``forward`` instead (:func:`compile_model`): the network and its losses, in training and testing alike."""
+    options = cfg.pop('compile', None)
+    if not options:
+        return None
+    return {} if options is True else dict(options)
+
+
+def compile_model(runner, options):
+    """``torch.compile(model.forward, **options)`` on the runner's model (inside a DDP wrapper, the module)."""
+    if options is None:
+        return
+    model = getattr(runner.model, 'module', runner.model)
+    model.forward = torch.compile(model.forward, **options)
+    runner.logger.info(f'model.forward compiled with torch.compile({options}): the first iterations are slow')
 
 
 # What differs between the codebases for the test tool: drawing predictions and dumping them.

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 
 from emo_mm.models.layers.fusion import fold_bn_into_conv
-from emo_mm.models.layers.onednn import PackedWeight, deploy_act, deploy_conv
+from emo_mm.models.layers.onednn import PackedWeight, compiled_conv, deploy_act, deploy_conv
 
 __all__ = ['DropPath', 'EPS', 'LayerNorm2d', 'build_norm', 'build_act', 'ConvNormAct', 'SqueezeExcite', 'LayerScale2d']
 
@@ -81,6 +81,8 @@ class ConvNormAct(nn.Module):
             # on CPU a deploy conv's own Python time is a sizeable part of its ~30-60 us
             m = self._modules
             return deploy_conv(x, m['conv'], m['act'], self.packed)
+        if torch.compiler.is_compiling():
+            return self.act(self.norm(compiled_conv(x, self.conv)))
         return self.act(self.norm(self.conv(x)))
 
     def switch_to_deploy(self):

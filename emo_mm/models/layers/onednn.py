@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['PackedWeight', 'deploy_conv', 'deploy_act', 'onednn_inference', 'onednn_conv_usable']
+__all__ = ['PackedWeight', 'deploy_conv', 'deploy_act', 'onednn_inference', 'onednn_conv_usable', 'compiled_conv']
 
 # deploy form of each activation module: in-place functional (None: no in-place form, the module runs) and
 # oneDNN post-op name
@@ -45,10 +45,13 @@ def _onednn_post_op(act):
 
 def onednn_inference(x):
     """Whether ``x`` is a CPU inference input that the oneDNN deploy path may take (in channels_last)."""
-    # cheapest tests first: this runs before every deploy conv (~60 per forward)
+    # compiling first: Dynamo cannot trace torch._C._get_mkldnn_enabled() (a non-tensor torch op, a graph
+    # break per deploy conv) and Inductor wants plain convs it can fuse and pack itself; otherwise cheapest
+    # tests first: this runs before every deploy conv (~60 per forward)
+    if torch.compiler.is_compiling():
+        return False
     return (_ONEDNN_BUILT and not torch.is_grad_enabled() and x.is_cpu and x.dtype == torch.float32
-            and x.dim() == 4 and torch._C._get_mkldnn_enabled() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling())
+            and x.dim() == 4 and torch._C._get_mkldnn_enabled() and not torch.jit.is_tracing())
 
 
 def onednn_conv_usable(x):
@@ -125,8 +128,22 @@ def deploy_conv(x, conv, act=None, packed=None):
             return y.as_strided((B, C_out, H, W), (H * W * C_out, 1, W * C_out, C_out))
         y = _CONV_OP(x, packed.value, bias, *packed.args)
         return y if packed.act_after is None else packed.act_after(y)
+    if torch.compiler.is_compiling():
+        x = compiled_conv(x, conv)
+        return x if act is None else act(x)  # Inductor fuses it into the GEMM / conv epilogue
     x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return x if act is None else deploy_act(act)(x)
+
+
+def compiled_conv(x, conv):
+    """``conv(x)`` as TorchInductor compiles it best: a 1x1 conv as a linear layer on the channels-last
+    (B, H, W, C) view of the map (as EdgeNeXt writes its pointwise convs), which Inductor turns into one GEMM
+    with the bias, activation and residual sums fused after it, where its CPU convolution is an extern oneDNN
+    call that reorders the weight on every call and fuses nothing; other convs as F.conv2d. The result is an
+    NCHW view with channels-last strides (what a conv on a channels_last map returns)."""
+    if x.dim() == 4 and _is_pointwise(conv) and conv.padding_mode == 'zeros':
+        return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+    return conv(x)
 
 
 def deploy_act(act):
