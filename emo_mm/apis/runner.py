@@ -37,7 +37,7 @@ def add_common_args(parser):
                              'given by URL are not downloaded unless --cfg-options names them), so its held-out '
                              'scores say little (SSDLite-EMO-1M: bbox mAP '
                              '~0.001-0.01); '
-                             'tests/test_learning.py and `make demo` show that each task learns, by '
+                             'docs/learning_evidence.md and `make demo` show that each task learns, by '
                              'memorising a few training images')
     parser.add_argument('--compile', action='store_true',
                         help="torch.compile the model's forward (the same as --cfg-options compile=True, mmengine's "
@@ -124,10 +124,14 @@ def _not_upstream_noise(record):
 
 
 def build_runner(cfg):
+    """The config's runner, its model's forward compiled when ``cfg.compile`` asks for it (see
+    :func:`take_compile_options`)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    options = take_compile_options(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.logger.addFilter(_not_upstream_noise)
+    compile_model(runner, options)
     return runner
 
 
@@ -160,11 +164,8 @@ def train(args):
         keep_seed_of_resumed_run(cfg)
     except (OSError, CheckpointError) as err:  # --resume CKPT that is missing or unreadable
         sys.exit(f'--resume: {err}')
-    options = take_compile_options(cfg)
     with exit_on_bad_data():
-        runner = build_runner(cfg)
-        compile_model(runner, options)
-        runner.train()
+        build_runner(cfg).train()
     finish_distributed_run()
 
 
@@ -180,9 +181,7 @@ def test(args):
         enable_show_dir(cfg, codebase, args.show_dir)
     if args.out and codebase == 'mmseg':
         configure_seg_out(cfg, args.out)
-    options = take_compile_options(cfg)
     runner = build_runner(cfg)
-    compile_model(runner, options)
     if args.out and codebase != 'mmseg':
         enable_dump(cfg, runner, codebase, args.out)
     with exit_on_bad_data():
