@@ -111,6 +111,7 @@ def load_from_http(filename, map_location=None):
     return _for_mmengine(load_url_checkpoint(filename, map_location=map_location), filename)
 
 
+# Longer prefixes win in mmengine's lookup, so s3:// etc. keep their own loaders.
 CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 CheckpointLoader.register_scheme(prefixes=HTTP_PREFIXES, loader=load_from_http, force=True)
 

@@ -1,6 +1,6 @@
 """Checkpoint reads with errors that name the file and the problem.
 
-Local files go through :func:`load_local_checkpoint`, registered as mmengine's loader for plain paths: it
+Local files go through :func:`load_local_checkpoint` (mmengine reaches it through emo_mm.models.pretrained): it
 names the file in its errors (a truncated download otherwise reports "failed finding central directory" and
 nothing else), checks the zip's CRCs (torch does not: a flipped bit in a tensor loads as a different weight)
 and explains a refused pickle instead of suggesting ``weights_only=False``. ``torch.load`` always runs with
@@ -29,7 +29,6 @@ from urllib.request import Request, urlopen
 
 import mmengine.runner.checkpoint as mmengine_checkpoint
 import torch
-from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = ['CheckpointError', 'DownloadError', 'zip_checkpoint_problem', 'load_local_checkpoint', 'is_url',
            'checkpoint_cache_dir', 'cached_checkpoint_path', 'fetch_checkpoint', 'load_url_checkpoint']
@@ -227,10 +226,8 @@ def load_url_checkpoint(filename, map_location=None):
         raise CheckpointError(f'{err} (cached copy of {filename}: delete it to download it again)') from err
 
 
-# Longer prefixes win in mmengine's lookup, so s3:// etc. keep their own loaders. emo_mm.models.pretrained
-# registers the same two again with the official -> mm key remap on top.
-CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
-CheckpointLoader.register_scheme(prefixes=HTTP_PREFIXES, loader=load_url_checkpoint, force=True)
+# mmengine's loaders for plain paths and http(s) are registered once, by emo_mm.models.pretrained (these
+# readers plus the official -> mm key remap); importing emo_mm always imports both modules.
 # torchvision:// and open-mmlab:// resolve to URLs and call this module global of mmengine directly
 def _safe_load_from_http(filename, map_location=None, model_dir=None, progress=None):  # mmengine's signature
     return load_url_checkpoint(filename, map_location)
